@@ -1,0 +1,163 @@
+//! Identifiers as newtypes that parse: a value of one of these types is valid.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} `{value}`: {reason}")]
+pub struct IdError {
+    pub kind: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+const MAX_ID_LEN: usize = 64;
+const MAX_NAME_LEN: usize = 100;
+
+fn parse_id(kind: &'static str, value: &str) -> Result<String, IdError> {
+    let error = |reason| IdError {
+        kind,
+        value: value.chars().take(80).collect(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(error("must not be empty"));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(error("must be at most 64 bytes"));
+    }
+    if !value
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(error("may hold only ASCII letters, digits, '-', '_', '.' and ':'"));
+    }
+    Ok(value.to_owned())
+}
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident, $kind:literal, $parse:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: &str) -> Result<$name, IdError> {
+                $parse($kind, value).map($name)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(value: &str) -> Result<$name, IdError> {
+                $name::parse(value)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<$name, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                $name::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A match: Cricsheet's match id, e.g. `1136561`.
+    MatchId,
+    "match id",
+    parse_id
+);
+id_type!(
+    /// A contest of one match.
+    ContestId,
+    "contest id",
+    parse_id
+);
+id_type!(
+    /// One entry (a team) in a contest.
+    EntryId,
+    "entry id",
+    parse_id
+);
+id_type!(
+    /// The user who owns entries.
+    UserId,
+    "user id",
+    parse_id
+);
+id_type!(
+    /// A player as Cricsheet names them, e.g. `RG Sharma`.
+    PlayerName,
+    "player name",
+    parse_name
+);
+
+fn parse_name(kind: &'static str, value: &str) -> Result<String, IdError> {
+    let error = |reason| IdError {
+        kind,
+        value: value.chars().take(80).collect(),
+        reason,
+    };
+    if value.trim().is_empty() {
+        return Err(error("must not be blank"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(error("must be at most 100 bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(error("must not hold control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_or_explain() {
+        assert_eq!(MatchId::parse("1136561").unwrap().as_str(), "1136561");
+        assert!(ContestId::parse("c-1_mega.2").is_ok());
+        let error = EntryId::parse("e 42").unwrap_err();
+        assert_eq!(error.kind, "entry id");
+        assert!(error.to_string().contains("e 42"));
+        assert!(UserId::parse("").is_err());
+        assert!(ContestId::parse(&"x".repeat(65)).is_err());
+        assert!(PlayerName::parse("Mustafizur Rahman").is_ok());
+        assert!(PlayerName::parse("  ").is_err());
+        assert!(PlayerName::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn ids_deserialize_through_parse() {
+        let ok: ContestId = serde_json::from_str("\"c1\"").unwrap();
+        assert_eq!(ok.as_str(), "c1");
+        assert!(serde_json::from_str::<ContestId>("\"c/1\"").is_err());
+    }
+}

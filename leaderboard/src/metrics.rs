@@ -1,0 +1,21 @@
+//! The leaderboard service's Prometheus metrics.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounterVec, Opts, Registry};
+
+/// The registry every metric of this process is registered in.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+/// Requests answered, by route and status.
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let counter = IntCounterVec::new(
+        Opts::new("leaderboard_http_requests_total", "HTTP requests answered"),
+        &["route", "status"],
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(counter.clone()))
+        .expect("metric registered once");
+    counter
+});

@@ -1,0 +1,6 @@
+//! Service plumbing every binary shares: configuration, telemetry, shutdown and admin routes.
+
+pub mod admin;
+pub mod config;
+pub mod shutdown;
+pub mod telemetry;
