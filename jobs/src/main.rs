@@ -15,5 +15,8 @@ struct Cli {}
 
 fn main() {
     let _ = Cli::parse();
-    println!("jobs {}: no command given; see --help", env!("CARGO_PKG_VERSION"));
+    println!(
+        "jobs {}: no command given; see --help",
+        env!("CARGO_PKG_VERSION")
+    );
 }

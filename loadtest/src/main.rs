@@ -14,5 +14,8 @@ struct Cli {}
 
 fn main() {
     let _ = Cli::parse();
-    println!("loadtest {}: no command given; see --help", env!("CARGO_PKG_VERSION"));
+    println!(
+        "loadtest {}: no command given; see --help",
+        env!("CARGO_PKG_VERSION")
+    );
 }

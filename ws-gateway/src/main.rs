@@ -15,5 +15,8 @@ struct Cli {}
 
 fn main() {
     let _ = Cli::parse();
-    println!("ws-gateway {}: no command given; see --help", env!("CARGO_PKG_VERSION"));
+    println!(
+        "ws-gateway {}: no command given; see --help",
+        env!("CARGO_PKG_VERSION")
+    );
 }

@@ -73,16 +73,19 @@ impl CricsheetMatch {
 
     /// Every delivery in file order, super overs included.
     pub fn deliveries(&self) -> impl Iterator<Item = PlacedDelivery<'_>> {
-        self.innings.iter().enumerate().flat_map(|(index, innings)| {
-            innings.overs.iter().flat_map(move |over| {
-                over.deliveries.iter().map(move |delivery| PlacedDelivery {
-                    innings: index as u32 + 1,
-                    over: over.over,
-                    super_over: innings.super_over,
-                    delivery,
+        self.innings
+            .iter()
+            .enumerate()
+            .flat_map(|(index, innings)| {
+                innings.overs.iter().flat_map(move |over| {
+                    over.deliveries.iter().map(move |delivery| PlacedDelivery {
+                        innings: index as u32 + 1,
+                        over: over.over,
+                        super_over: innings.super_over,
+                        delivery,
+                    })
                 })
             })
-        })
     }
 
     /// The first `upto` deliveries in file order, super overs excluded; all of

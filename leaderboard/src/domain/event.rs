@@ -72,11 +72,17 @@ pub struct Fielder {
 
 impl Delivery {
     pub fn wides(&self) -> u32 {
-        self.extras.as_ref().and_then(|extras| extras.wides).unwrap_or(0)
+        self.extras
+            .as_ref()
+            .and_then(|extras| extras.wides)
+            .unwrap_or(0)
     }
 
     pub fn noballs(&self) -> u32 {
-        self.extras.as_ref().and_then(|extras| extras.noballs).unwrap_or(0)
+        self.extras
+            .as_ref()
+            .and_then(|extras| extras.noballs)
+            .unwrap_or(0)
     }
 
     /// Legal: neither a wide nor a no-ball.
@@ -120,7 +126,10 @@ impl Delivery {
         }
         for wicket in &self.wickets {
             if wicket.kind.trim().is_empty() {
-                return Err(format!("wicket of `{}` has a blank kind", wicket.player_out));
+                return Err(format!(
+                    "wicket of `{}` has a blank kind",
+                    wicket.player_out
+                ));
             }
         }
         Ok(())
@@ -156,7 +165,10 @@ pub enum EventBody {
         delivery: Delivery,
     },
     /// Replaces the delivery of event `corrects`.
-    Correction { corrects: u64, delivery: Delivery },
+    Correction {
+        corrects: u64,
+        delivery: Delivery,
+    },
     MatchEnd {},
 }
 
@@ -242,7 +254,10 @@ mod tests {
         let EventBody::Delivery { delivery, .. } = &event.body else {
             panic!("expected a delivery");
         };
-        assert!(delivery.other.contains_key("review"), "unknown fields travel verbatim");
+        assert!(
+            delivery.other.contains_key("review"),
+            "unknown fields travel verbatim"
+        );
         let round_trip = MatchEvent::from_json(&event.to_json()).unwrap();
         assert_eq!(round_trip, event);
 
@@ -257,9 +272,8 @@ mod tests {
     fn bad_events_explain_themselves() {
         let error = MatchEvent::from_json(b"{not json").unwrap_err();
         assert!(matches!(error, EventError::Malformed(_)));
-        let error =
-            MatchEvent::from_json(br#"{"v":2,"type":"match_end","match_id":"1","seq":3}"#)
-                .unwrap_err();
+        let error = MatchEvent::from_json(br#"{"v":2,"type":"match_end","match_id":"1","seq":3}"#)
+            .unwrap_err();
         assert_eq!(error, EventError::Version(2));
         let error = MatchEvent::from_json(
             br#"{"v":1,"type":"correction","match_id":"1","seq":3,"corrects":5,
@@ -267,8 +281,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("must follow"), "{error}");
-        let error = MatchEvent::from_json(br#"{"v":1,"type":"toss","match_id":"1","seq":3}"#)
-            .unwrap_err();
+        let error =
+            MatchEvent::from_json(br#"{"v":1,"type":"toss","match_id":"1","seq":3}"#).unwrap_err();
         assert!(error.to_string().contains("toss"), "{error}");
     }
 }

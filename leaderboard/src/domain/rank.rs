@@ -157,7 +157,11 @@ mod tests {
         assert_eq!(ranks_by_histogram(&points), vec![4, 1, 3, 1, 4, 6]);
         let histogram = Histogram::from_points(points.iter().copied());
         assert_eq!(histogram.rank_of(TeamPoints(20)), 3);
-        assert_eq!(histogram.rank_of(TeamPoints(25)), 3, "a value between buckets");
+        assert_eq!(
+            histogram.rank_of(TeamPoints(25)),
+            3,
+            "a value between buckets"
+        );
         assert_eq!(histogram.rank_of(TeamPoints(99)), 1);
         let table = RankTable::build(&points);
         assert_eq!(table.rank_of(TeamPoints(25)), 3);

@@ -101,7 +101,10 @@ impl RateRule {
         if balls < self.min_balls || balls == 0 {
             return PlayerPoints::ZERO;
         }
-        let rate = Ratio::new(i128::from(count) * i128::from(self.per_balls), i128::from(balls));
+        let rate = Ratio::new(
+            i128::from(count) * i128::from(self.per_balls),
+            i128::from(balls),
+        );
         self.bands
             .iter()
             .find(|band| band.contains(rate))
@@ -198,7 +201,8 @@ impl Band {
     /// Parses interval notation: `[5, 6)`, `(170, inf)`, `(-inf, 50)`.
     fn parse(text: &str, points: PlayerPoints) -> Result<Band, String> {
         let trimmed = text.trim();
-        let bad = || format!("band `{text}` is not an interval such as \"[5, 6)\" or \"(12, inf)\"");
+        let bad =
+            || format!("band `{text}` is not an interval such as \"[5, 6)\" or \"(12, inf)\"");
         let lower_inclusive = match trimmed.chars().next() {
             Some('[') => true,
             Some('(') => false,
@@ -407,7 +411,10 @@ struct DismissalFile {
     not_out_kinds: Vec<String>,
 }
 
-fn thresholds(name: &str, pairs: impl Iterator<Item = (u32, i32)>) -> Result<Vec<Threshold>, String> {
+fn thresholds(
+    name: &str,
+    pairs: impl Iterator<Item = (u32, i32)>,
+) -> Result<Vec<Threshold>, String> {
     let list: Vec<Threshold> = pairs
         .map(|(at, points)| Threshold {
             at,
@@ -415,7 +422,9 @@ fn thresholds(name: &str, pairs: impl Iterator<Item = (u32, i32)>) -> Result<Vec
         })
         .collect();
     if list.windows(2).any(|pair| pair[0].at >= pair[1].at) {
-        return Err(format!("{name} must be listed in strictly increasing order"));
+        return Err(format!(
+            "{name} must be listed in strictly increasing order"
+        ));
     }
     if list.iter().any(|threshold| threshold.at == 0) {
         return Err(format!("{name} thresholds must be at least 1"));
@@ -558,7 +567,9 @@ mod tests {
     #[test]
     fn bad_rules_get_precise_errors() {
         let overlapping = T20_CLASSIC.replace("\"[5, 6)\"", "\"[5, 6]\"");
-        let error = Rules::from_toml(&overlapping, "custom.toml").unwrap_err().to_string();
+        let error = Rules::from_toml(&overlapping, "custom.toml")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("custom.toml"), "{error}");
         assert!(error.contains("overlap"), "{error}");
 

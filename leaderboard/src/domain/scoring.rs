@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::cricsheet::CricsheetMatch;
-use super::event::{Delivery, EventBody, MatchEvent};
+use super::event::{Delivery, EventBody, Fielder, MatchEvent};
 use super::ids::MatchId;
 use super::points::PlayerPoints;
 use super::rules::{highest_reached, Rules};
@@ -15,6 +15,15 @@ const CAUGHT: &str = "caught";
 const CAUGHT_AND_BOWLED: &str = "caught and bowled";
 const STUMPED: &str = "stumped";
 const RUN_OUT: &str = "run out";
+
+/// The names of the fielders credited: substitutes earn nothing, though they
+/// still count as listed fielders.
+fn credited(fielders: &[Fielder]) -> impl Iterator<Item = &str> {
+    fielders
+        .iter()
+        .filter(|fielder| !fielder.substitute)
+        .filter_map(|fielder| fielder.name.as_deref())
+}
 
 /// A player's position in one match's player table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -264,7 +273,8 @@ impl MatchScorer {
     }
 
     pub fn stats_of(&self, name: &str) -> Option<&PlayerStats> {
-        self.player_index(name).map(|idx| &self.stats[idx.0 as usize])
+        self.player_index(name)
+            .map(|idx| &self.stats[idx.0 as usize])
     }
 
     /// Points by player name.
@@ -317,7 +327,9 @@ impl MatchScorer {
 
     /// Re-derives every statistic from the lineup and the (corrected) log.
     fn rebuild(&mut self) {
-        self.stats.iter_mut().for_each(|stats| *stats = PlayerStats::default());
+        self.stats
+            .iter_mut()
+            .for_each(|stats| *stats = PlayerStats::default());
         self.overs.clear();
         let lineup = std::mem::take(&mut self.lineup);
         for name in lineup.values().flatten() {
@@ -338,13 +350,10 @@ impl MatchScorer {
     /// Adds one delivery to the statistics; returns the players it touched.
     fn add_delivery(&mut self, logged: &LoggedDelivery) -> Vec<PlayerIdx> {
         let delivery = &logged.delivery;
-        let mut touched: Vec<PlayerIdx> = delivery
-            .named_players()
-            .map(|name| name.to_owned())
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|name| self.player(name))
-            .collect();
+        let mut touched: Vec<PlayerIdx> = Vec::with_capacity(6);
+        for name in delivery.named_players() {
+            touched.push(self.player(name));
+        }
         if logged.super_over {
             return touched;
         }
@@ -384,25 +393,17 @@ impl MatchScorer {
             if rules.bowling.bonus_kinds.iter().any(|k| k == kind) {
                 self.stats(bowler).bonus_wickets += 1;
             }
-            // Substitutes earn nothing, but they still count as listed fielders.
-            let credited = |fielders: &[super::event::Fielder]| -> Vec<String> {
-                fielders
-                    .iter()
-                    .filter(|fielder| !fielder.substitute)
-                    .filter_map(|fielder| fielder.name.clone())
-                    .collect()
-            };
             match kind {
                 CAUGHT => {
                     for name in credited(&wicket.fielders) {
-                        let fielder = self.player(&name);
+                        let fielder = self.player(name);
                         self.stats(fielder).catches += 1;
                     }
                 }
                 CAUGHT_AND_BOWLED => self.stats(bowler).catches += 1,
                 STUMPED => {
                     for name in credited(&wicket.fielders) {
-                        let fielder = self.player(&name);
+                        let fielder = self.player(name);
                         self.stats(fielder).stumpings += 1;
                     }
                 }
@@ -410,13 +411,13 @@ impl MatchScorer {
                     0 => {}
                     1 => {
                         for name in credited(&wicket.fielders) {
-                            let fielder = self.player(&name);
+                            let fielder = self.player(name);
                             self.stats(fielder).run_outs_direct += 1;
                         }
                     }
                     listed => {
                         for name in credited(&wicket.fielders[listed - 2..]) {
-                            let fielder = self.player(&name);
+                            let fielder = self.player(name);
                             self.stats(fielder).run_outs_shared += 1;
                         }
                     }
@@ -431,10 +432,7 @@ impl MatchScorer {
     /// Returns the bowler whose maiden count changed.
     fn update_over(&mut self, logged: &LoggedDelivery, bowler: PlayerIdx) -> Option<PlayerIdx> {
         let balls_per_over = self.rules.bowling.balls_per_over;
-        let over = self
-            .overs
-            .entry((logged.innings, logged.over))
-            .or_default();
+        let over = self.overs.entry((logged.innings, logged.over)).or_default();
         match over.bowler {
             None => over.bowler = Some(bowler),
             Some(first) if first != bowler => over.several_bowlers = true,
@@ -444,10 +442,9 @@ impl MatchScorer {
             over.legal += 1;
         }
         over.conceded += logged.delivery.runs_conceded();
-        let maiden_of = (!over.several_bowlers
-            && over.legal == balls_per_over
-            && over.conceded == 0)
-            .then_some(bowler);
+        let maiden_of =
+            (!over.several_bowlers && over.legal == balls_per_over && over.conceded == 0)
+                .then_some(bowler);
         if maiden_of == over.maiden_of {
             return None;
         }

@@ -146,7 +146,9 @@ impl Team {
 
     /// Whether any of these squad players is in the team.
     pub fn picks_any(&self, squad_indexes: &[u32]) -> bool {
-        self.players.iter().any(|player| squad_indexes.contains(player))
+        self.players
+            .iter()
+            .any(|player| squad_indexes.contains(player))
     }
 }
 
@@ -165,7 +167,9 @@ mod tests {
         list.iter().map(|name| (*name).to_owned()).collect()
     }
 
-    const PICK: [&str; 11] = ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2", "b3", "b4"];
+    const PICK: [&str; 11] = [
+        "a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2", "b3", "b4",
+    ];
 
     #[test]
     fn validation_names_the_problem() {

@@ -24,7 +24,9 @@ pub struct ReadyCheck {
 
 impl std::fmt::Debug for ReadyCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadyCheck").field("name", &self.name).finish()
+        f.debug_struct("ReadyCheck")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -63,11 +65,7 @@ pub fn router(registry: prometheus::Registry, checks: Vec<ReadyCheck>) -> Router
 async fn metrics(State(state): State<AdminState>) -> Response {
     let families = state.registry.gather();
     match prometheus::TextEncoder::new().encode_to_string(&families) {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-            text,
-        )
-            .into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(error) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({ "error": format!("cannot encode metrics: {error}") })),

@@ -15,7 +15,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryArgs {
     /// Log line format.
-    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info,ingest=debug`.
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
@@ -34,8 +39,9 @@ impl Default for TelemetryArgs {
 impl TelemetryArgs {
     /// Installs the global subscriber; logs go to stderr so stdout stays for data.
     pub fn init(&self) -> anyhow::Result<()> {
-        let filter = EnvFilter::try_new(&self.log_filter)
-            .map_err(|error| anyhow::anyhow!("invalid log filter `{}`: {error}", self.log_filter))?;
+        let filter = EnvFilter::try_new(&self.log_filter).map_err(|error| {
+            anyhow::anyhow!("invalid log filter `{}`: {error}", self.log_filter)
+        })?;
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr);

@@ -1,0 +1,22 @@
+//! The binary starts, describes itself and exits cleanly.
+
+use std::process::Command;
+
+#[test]
+fn help_and_version_exit_cleanly() {
+    let help = Command::new(env!("CARGO_BIN_EXE_ws-gateway"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8(help.stdout).unwrap();
+    assert!(text.contains("Usage: ws-gateway"), "{text}");
+    let version = Command::new(env!("CARGO_BIN_EXE_ws-gateway"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(version.status.success());
+    assert!(String::from_utf8(version.stdout)
+        .unwrap()
+        .contains(env!("CARGO_PKG_VERSION")));
+}
