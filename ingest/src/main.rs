@@ -1,15 +1,19 @@
-//! `ingest`: scores matches offline and (with the live pipeline) moves match
-//! events and contest entries from Kafka into the hot and durable stores.
+//! `ingest`: scores matches offline, replays them into Kafka, and runs the
+//! consumer that moves match events and contest entries into Redis and the store.
 
 mod score;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use leaderboard::service::shutdown;
+use leaderboard::service::telemetry::TelemetryArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "ingest", version, about = "Match events and contest entries: scoring and ingestion", long_about = None)]
+#[command(name = "ingest", version, about = "Match events and contest entries: scoring, replay and ingestion", long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,13 +22,35 @@ struct Cli {
 enum Command {
     /// Score one Cricsheet JSON match offline and print every player's points as JSON.
     Score(score::ScoreArgs),
+    /// Publish Cricsheet matches to `match-events`, ball by ball.
+    Replay(ingest::replay::ReplayArgs),
+    /// Consume `match-events` and `contest-entries` into Redis and the durable store.
+    Run(Box<ingest::run::RunArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Command::Score(args) => score::run(&args),
+    if let Command::Score(args) = &cli.command {
+        return finish(score::run(args));
+    }
+    if let Err(error) = cli.telemetry.init() {
+        return finish(Err(CliError::Input(error)));
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return finish(Err(CliError::Failure(error.into()))),
     };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Score(_) => unreachable!("handled above"),
+            Command::Replay(args) => ingest::replay::run(&args).await,
+            Command::Run(args) => ingest::run::run(*args, shutdown::on_signals()).await,
+        }
+    });
+    finish(outcome.map_err(CliError::Failure))
+}
+
+fn finish(outcome: Result<(), CliError>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -14,8 +14,10 @@
 //! `prometheus` for the text exposition format the deploy's scrapers expect.
 
 pub mod domain;
+pub mod hot;
 pub mod metrics;
 pub mod service;
+pub mod store;
 
 pub use domain::cricsheet::CricsheetMatch;
 pub use domain::event::{Delivery, EventBody, MatchEvent};

@@ -21,6 +21,26 @@ enum Command {
     /// Serve HTTP. Today: the admin routes (/metrics, /healthz, /readyz); the
     /// contest read routes arrive with the read API.
     Serve(ServeArgs),
+    /// Print a contest's live leaderboard from the Redis hot state.
+    Top(TopArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TopArgs {
+    /// The contest.
+    #[arg(long)]
+    contest: leaderboard::ContestId,
+    /// Rows to skip.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Rows to print (1-200).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=200))]
+    limit: u16,
+    /// Print JSON (the read API's leaderboard shape) instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    redis: leaderboard::service::config::RedisArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,7 +60,41 @@ async fn main() -> anyhow::Result<()> {
     cli.telemetry.init()?;
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Top(args) => top(args).await,
     }
+}
+
+async fn top(args: TopArgs) -> anyhow::Result<()> {
+    let mut connection = leaderboard::hot::connect(&args.redis.url)
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", args.redis.url))?;
+    let page = leaderboard::hot::read_page(
+        &mut connection,
+        &args.contest,
+        args.offset,
+        usize::from(args.limit),
+    )
+    .await
+    .context("cannot read the contest from Redis")?
+    .ok_or_else(|| anyhow::anyhow!("contest `{}` is not in the hot state", args.contest))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&page)?);
+        return Ok(());
+    }
+    println!(
+        "contest {} (match {}) version {} entries {}",
+        page.contest_id, page.match_id, page.version, page.total
+    );
+    for row in &page.entries {
+        println!(
+            "{:>8}  {:<12} {:<10} {:>8}",
+            row.rank,
+            row.entry_id,
+            row.user_id,
+            row.points.to_string()
+        );
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

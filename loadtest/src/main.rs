@@ -1,21 +1,80 @@
-//! `loadtest`: scenarios and open-loop load against the platform's services.
+//! `loadtest`: scenarios and load against the platform's services.
+//!
+//! Today: `loadtest contest` publishes a contest over a real match's squad
+//! with generated entries, which the demo and the pipeline benchmarks use.
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
+use leaderboard::service::config::KafkaArgs;
+use leaderboard::service::telemetry::TelemetryArgs;
+use leaderboard::ContestId;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "loadtest",
     version,
-    about = "Load harness: scenarios, open-loop load, latency histograms and reports",
-    long_about = "Load harness: scenarios, open-loop load, latency histograms and reports.\n\n\
-                  Scenarios arrive with the read API and gateway work; this build only describes itself."
+    about = "Load harness: contests of generated entries, scenarios and reports",
+    long_about = None
 )]
-struct Cli {}
+struct Cli {
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
-    println!(
-        "loadtest {}: no command given; see --help",
-        env!("CARGO_PKG_VERSION")
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish a contest over a Cricsheet match's players, with N random valid entries.
+    Contest(ContestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ContestArgs {
+    /// The Cricsheet match whose players form the squad (its file name is the match id).
+    #[arg(long, value_name = "FILE")]
+    match_file: PathBuf,
+    /// Contest id.
+    #[arg(long, default_value = "c1")]
+    contest: ContestId,
+    /// Entries to generate.
+    #[arg(long, default_value_t = 10_000)]
+    entries: usize,
+    /// Seed of the generated teams.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Partitions of topics created when missing.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
+    partitions: i32,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli.telemetry.init()?;
+    match cli.command {
+        Command::Contest(args) => contest(args).await,
+    }
+}
+
+async fn contest(args: ContestArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.match_file)
+        .with_context(|| format!("cannot read {}", args.match_file.display()))?;
+    let cricsheet =
+        CricsheetMatch::from_json(&text).with_context(|| args.match_file.display().to_string())?;
+    let match_id = match_id_from_path(&args.match_file)?;
+    let record = ingest::contests::contest(
+        &args.contest,
+        &match_id,
+        cricsheet.info.players.clone(),
+        10_000_000,
     );
+    let entries = ingest::contests::entries(&record, args.entries, args.seed);
+    ingest::topics::ensure(&args.kafka.brokers, &ingest::topics::ALL, args.partitions).await?;
+    ingest::contests::publish(&args.kafka.brokers, &record, &entries).await
 }

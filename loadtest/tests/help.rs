@@ -10,7 +10,10 @@ fn help_and_version_exit_cleanly() {
         .unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
-    assert!(text.contains("Usage: loadtest"), "{text}");
+    assert!(
+        text.contains("Usage: loadtest") && text.contains("contest"),
+        "{text}"
+    );
     let version = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .arg("--version")
         .output()

@@ -1,5 +1,6 @@
 //! The domain core, free of I/O: ids, events, rules, scoring, teams and ranks.
 
+pub mod contest;
 pub mod cricsheet;
 pub mod event;
 pub mod ids;

@@ -132,6 +132,11 @@ impl Histogram {
         self.total
     }
 
+    /// Entries at exactly `points`.
+    pub fn count_of(&self, points: TeamPoints) -> u64 {
+        self.counts.get(&points).copied().unwrap_or(0)
+    }
+
     pub fn distinct(&self) -> usize {
         self.counts.len()
     }

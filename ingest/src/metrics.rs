@@ -1,0 +1,112 @@
+//! The ingest service's Prometheus metrics. Each counter moves where its log
+//! line is written.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
+    REGISTRY
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+pub static EVENTS_CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new("ingest_events_consumed_total", "messages consumed"),
+            &["topic"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static EVENTS_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(IntCounter::new("ingest_events_applied_total", "events and entries applied").unwrap())
+});
+
+pub static EVENTS_DUPLICATE: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "ingest_events_duplicate_total",
+            "events and entries ignored as already applied",
+        )
+        .unwrap(),
+    )
+});
+
+pub static EVENTS_DLQ: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "ingest_events_dlq_total",
+                "messages sent to a dead-letter topic",
+            ),
+            &["topic"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "ingest_event_apply_seconds",
+                "time from a batch's first message to its effects being written (store, Redis, DLQ)",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).unwrap()),
+        )
+        .unwrap(),
+    )
+});
+
+pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "ingest_consumer_lag",
+                "messages behind the partition's high watermark",
+            ),
+            &["topic", "partition"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new("ingest_retries_total", "writes retried after a failure"),
+            &["target"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static REBUILDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "ingest_redis_rebuilds_total",
+            "full rewrites of the Redis hot state",
+        )
+        .unwrap(),
+    )
+});
+
+/// Touches every metric so the first scrape lists them all.
+pub fn init() {
+    LazyLock::force(&EVENTS_CONSUMED);
+    LazyLock::force(&EVENTS_APPLIED);
+    LazyLock::force(&EVENTS_DUPLICATE);
+    LazyLock::force(&EVENTS_DLQ);
+    LazyLock::force(&APPLY_SECONDS);
+    LazyLock::force(&CONSUMER_LAG);
+    LazyLock::force(&RETRIES);
+    LazyLock::force(&REBUILDS);
+}

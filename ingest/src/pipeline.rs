@@ -1,0 +1,407 @@
+//! The ingest state machine, without I/O: match scorers and contest states,
+//! fed raw Kafka payloads, producing the store batch, the Redis updates and the
+//! dead letters of one consumer batch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use leaderboard::domain::contest::{Added, ContestMessage, ContestState};
+use leaderboard::domain::event::{EventBody, MatchEvent};
+use leaderboard::domain::ids::{ContestId, MatchId};
+use leaderboard::domain::points::TeamPoints;
+use leaderboard::domain::scoring::{Applied, MatchScorer};
+use leaderboard::hot::{ContestUpdate, MatchUpdate};
+use leaderboard::store::{StoreBatch, StoreSnapshot};
+use leaderboard::Rules;
+
+use crate::topics;
+
+/// A message refused to a dead-letter topic, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub topic: &'static str,
+    pub source_topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    /// The DLQ value: the reason, where the message came from, and the
+    /// original payload (as text when it is UTF-8).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "reason": self.reason,
+            "topic": self.source_topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "payload": String::from_utf8_lossy(&self.payload),
+        }))
+        .expect("dead letters serialize")
+    }
+}
+
+/// One consumed message, owned.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// What a batch did, for metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub consumed: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub dead_letters: u64,
+}
+
+/// Everything to write after a batch, in order: store, Redis, DLQ, then commit.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub store: StoreBatch,
+    pub matches: Vec<MatchUpdate>,
+    pub contests: Vec<ContestUpdate>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Default)]
+struct ContestDelta {
+    moved: BTreeMap<u32, TeamPoints>,
+    new_entries: Vec<u32>,
+    created: bool,
+}
+
+/// Live state of every match and contest this ingest owns.
+#[derive(Debug)]
+pub struct Pipeline {
+    rules: Arc<Rules>,
+    matches: HashMap<MatchId, MatchScorer>,
+    contests: HashMap<ContestId, ContestState>,
+    contests_of_match: HashMap<MatchId, BTreeSet<ContestId>>,
+    // Work of the batch in progress.
+    changed_matches: BTreeSet<MatchId>,
+    deltas: BTreeMap<ContestId, ContestDelta>,
+    effects: Effects,
+}
+
+impl Pipeline {
+    pub fn new(rules: Arc<Rules>) -> Pipeline {
+        Pipeline {
+            rules,
+            matches: HashMap::new(),
+            contests: HashMap::new(),
+            contests_of_match: HashMap::new(),
+            changed_matches: BTreeSet::new(),
+            deltas: BTreeMap::new(),
+            effects: Effects::default(),
+        }
+    }
+
+    /// Rebuilds every match and contest from the durable store.
+    pub fn from_snapshot(rules: Arc<Rules>, snapshot: StoreSnapshot) -> anyhow::Result<Pipeline> {
+        let mut pipeline = Pipeline::new(rules);
+        for (match_id, events) in snapshot.match_events {
+            let scorer = pipeline.scorer(&match_id);
+            for event in &events {
+                scorer.apply(event).map_err(|error| {
+                    anyhow::anyhow!(
+                        "stored event {}/{} does not apply: {error}",
+                        match_id,
+                        event.seq
+                    )
+                })?;
+            }
+        }
+        let mut entries = snapshot.entries;
+        for (record, version) in snapshot.contests {
+            let contest_id = record.contest_id.clone();
+            let match_id = record.match_id.clone();
+            let mut state = ContestState::new(record);
+            state.version = version;
+            for entry in entries.remove(&contest_id).unwrap_or_default() {
+                state.add_entry(entry).map_err(|error| {
+                    anyhow::anyhow!("stored entry of {contest_id} is invalid: {error}")
+                })?;
+            }
+            if let Some(scorer) = pipeline.matches.get(&match_id) {
+                state.update_players(|name| scorer.points_of(name));
+            }
+            pipeline
+                .contests_of_match
+                .entry(match_id)
+                .or_default()
+                .insert(contest_id.clone());
+            pipeline.contests.insert(contest_id, state);
+        }
+        Ok(pipeline)
+    }
+
+    fn scorer(&mut self, match_id: &MatchId) -> &mut MatchScorer {
+        let rules = Arc::clone(&self.rules);
+        self.matches
+            .entry(match_id.clone())
+            .or_insert_with(|| MatchScorer::new(rules))
+    }
+
+    pub fn match_scorer(&self, match_id: &MatchId) -> Option<&MatchScorer> {
+        self.matches.get(match_id)
+    }
+
+    pub fn contest(&self, contest_id: &ContestId) -> Option<&ContestState> {
+        self.contests.get(contest_id)
+    }
+
+    pub fn contests(&self) -> impl Iterator<Item = &ContestState> {
+        self.contests.values()
+    }
+
+    fn dead_letter(&mut self, message: &Incoming, topic: &'static str, reason: String) {
+        self.effects.counts.dead_letters += 1;
+        self.effects.dead_letters.push(DeadLetter {
+            topic,
+            source_topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            key: message.key.clone(),
+            payload: message.payload.clone(),
+            reason,
+        });
+    }
+
+    /// Takes one consumed message of either topic.
+    pub fn handle(&mut self, message: &Incoming) {
+        self.effects.counts.consumed += 1;
+        if message.topic == topics::MATCH_EVENTS {
+            self.handle_match_event(message);
+        } else if message.topic == topics::CONTEST_ENTRIES {
+            self.handle_contest_message(message);
+        } else {
+            tracing::warn!(topic = %message.topic, "message from an unexpected topic ignored");
+        }
+    }
+
+    fn handle_match_event(&mut self, message: &Incoming) {
+        let event = match MatchEvent::from_json(&message.payload) {
+            Ok(event) => event,
+            Err(error) => {
+                return self.dead_letter(message, topics::MATCH_EVENTS_DLQ, error.to_string())
+            }
+        };
+        if let Some(key) = &message.key {
+            if key.as_slice() != event.match_id.as_str().as_bytes() {
+                let reason = format!(
+                    "message key `{}` is not the event's match id `{}`",
+                    String::from_utf8_lossy(key),
+                    event.match_id
+                );
+                return self.dead_letter(message, topics::MATCH_EVENTS_DLQ, reason);
+            }
+        }
+        let match_id = event.match_id.clone();
+        let outcome = self.scorer(&match_id).apply(&event);
+        match outcome {
+            Ok(Applied::Duplicate) => self.effects.counts.duplicates += 1,
+            Ok(Applied::Changed(changed)) => {
+                self.effects.counts.applied += 1;
+                self.effects.store.match_events.push(event.clone());
+                if !changed.is_empty() || matches!(event.body, EventBody::Lineup { .. }) {
+                    self.changed_matches.insert(match_id);
+                }
+            }
+            Err(error) => self.dead_letter(message, topics::MATCH_EVENTS_DLQ, error.to_string()),
+        }
+    }
+
+    fn handle_contest_message(&mut self, message: &Incoming) {
+        let parsed = match ContestMessage::from_json(&message.payload) {
+            Ok(parsed) => parsed,
+            Err(reason) => return self.dead_letter(message, topics::CONTEST_ENTRIES_DLQ, reason),
+        };
+        match parsed {
+            ContestMessage::Contest(record) => {
+                if let Some(existing) = self.contests.get(&record.contest_id) {
+                    if existing.record == record {
+                        self.effects.counts.duplicates += 1;
+                    } else {
+                        let reason = format!(
+                            "contest `{}` already exists with another definition",
+                            record.contest_id
+                        );
+                        self.dead_letter(message, topics::CONTEST_ENTRIES_DLQ, reason);
+                    }
+                    return;
+                }
+                let contest_id = record.contest_id.clone();
+                let match_id = record.match_id.clone();
+                let mut state = ContestState::new(record.clone());
+                if let Some(scorer) = self.matches.get(&match_id) {
+                    state.update_players(|name| scorer.points_of(name));
+                }
+                self.effects.store.contests.push(record);
+                self.effects.counts.applied += 1;
+                self.contests_of_match
+                    .entry(match_id)
+                    .or_default()
+                    .insert(contest_id.clone());
+                self.contests.insert(contest_id.clone(), state);
+                self.deltas.entry(contest_id).or_default().created = true;
+            }
+            ContestMessage::Entry(record) => {
+                let Some(state) = self.contests.get_mut(&record.contest_id) else {
+                    let reason = leaderboard::domain::team::EntryError::UnknownContest(
+                        record.contest_id.to_string(),
+                    );
+                    return self.dead_letter(
+                        message,
+                        topics::CONTEST_ENTRIES_DLQ,
+                        reason.to_string(),
+                    );
+                };
+                let contest_id = record.contest_id.clone();
+                match state.add_entry(record.clone()) {
+                    Ok(Added::Duplicate) => self.effects.counts.duplicates += 1,
+                    Ok(Added::New(_)) => {
+                        let index = (state.entries.len() - 1) as u32;
+                        self.effects.counts.applied += 1;
+                        self.effects.store.entries.push(record);
+                        let delta = self.deltas.entry(contest_id).or_default();
+                        delta.new_entries.push(index);
+                    }
+                    Err(error) => {
+                        self.dead_letter(message, topics::CONTEST_ENTRIES_DLQ, error.to_string())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the batch: moves every contest of every changed match, bumps each
+    /// touched contest's version once, and returns what to write.
+    pub fn finish_batch(&mut self) -> Effects {
+        for match_id in std::mem::take(&mut self.changed_matches) {
+            let Some(scorer) = self.matches.get(&match_id) else {
+                continue;
+            };
+            self.effects.matches.push(MatchUpdate {
+                match_id: match_id.clone(),
+                version: scorer.version(),
+                last_seq: scorer.last_seq().unwrap_or(0),
+                points: scorer
+                    .players()
+                    .map(|(_, name, points)| (name.to_owned(), points))
+                    .collect(),
+                full: false,
+            });
+            for contest_id in self.contests_of_match.get(&match_id).into_iter().flatten() {
+                let Some(state) = self.contests.get_mut(contest_id) else {
+                    continue;
+                };
+                let moved = state.update_players(|name| scorer.points_of(name));
+                if moved.is_empty() {
+                    continue;
+                }
+                let delta = self.deltas.entry(contest_id.clone()).or_default();
+                for entry in moved {
+                    // Keep the oldest "before" when an entry moves twice in a batch.
+                    delta.moved.entry(entry.index).or_insert(entry.before);
+                }
+            }
+        }
+        for (contest_id, delta) in std::mem::take(&mut self.deltas) {
+            let Some(state) = self.contests.get_mut(&contest_id) else {
+                continue;
+            };
+            state.version += 1;
+            self.effects
+                .store
+                .contest_versions
+                .push((contest_id.clone(), state.version));
+            let mut buckets: BTreeSet<TeamPoints> = BTreeSet::new();
+            let mut ranks = Vec::with_capacity(delta.moved.len() + delta.new_entries.len());
+            for (&index, &before) in &delta.moved {
+                buckets.insert(before);
+                buckets.insert(state.points[index as usize]);
+                ranks.push((
+                    state.entries[index as usize].entry_id.clone(),
+                    state.points[index as usize],
+                ));
+            }
+            let mut users = Vec::with_capacity(delta.new_entries.len());
+            for &index in &delta.new_entries {
+                let entry = &state.entries[index as usize];
+                buckets.insert(state.points[index as usize]);
+                users.push((entry.entry_id.clone(), entry.user_id.clone()));
+                if !delta.moved.contains_key(&index) {
+                    ranks.push((entry.entry_id.clone(), state.points[index as usize]));
+                }
+            }
+            self.effects.contests.push(ContestUpdate {
+                contest_id: contest_id.clone(),
+                match_id: state.match_id().clone(),
+                name: state.record.name.clone(),
+                version: state.version,
+                total: state.total(),
+                ranks,
+                users,
+                histogram: buckets
+                    .into_iter()
+                    .map(|p| (p, state.histogram.count_of(p)))
+                    .collect(),
+                full: delta.created,
+            });
+        }
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Every key of the hot state, rewritten from scratch (after a Redis flush
+    /// or at start-up). Versions do not move: the state is the same.
+    pub fn full_refresh(&self) -> (Vec<MatchUpdate>, Vec<ContestUpdate>) {
+        let matches = self
+            .matches
+            .iter()
+            .map(|(match_id, scorer)| MatchUpdate {
+                match_id: match_id.clone(),
+                version: scorer.version(),
+                last_seq: scorer.last_seq().unwrap_or(0),
+                points: scorer
+                    .players()
+                    .map(|(_, name, points)| (name.to_owned(), points))
+                    .collect(),
+                full: true,
+            })
+            .collect();
+        let contests = self
+            .contests
+            .values()
+            .map(|state| ContestUpdate {
+                contest_id: state.contest_id().clone(),
+                match_id: state.match_id().clone(),
+                name: state.record.name.clone(),
+                version: state.version,
+                total: state.total(),
+                ranks: state
+                    .entries
+                    .iter()
+                    .zip(&state.points)
+                    .map(|(entry, points)| (entry.entry_id.clone(), *points))
+                    .collect(),
+                users: state
+                    .entries
+                    .iter()
+                    .map(|e| (e.entry_id.clone(), e.user_id.clone()))
+                    .collect(),
+                histogram: state.histogram.buckets().collect(),
+                full: true,
+            })
+            .collect();
+        (matches, contests)
+    }
+}

@@ -1,0 +1,48 @@
+//! The contract's topics, and creating them when a bare broker lacks them.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::kafka;
+
+pub const MATCH_EVENTS: &str = "match-events";
+pub const MATCH_EVENTS_DLQ: &str = "match-events-dlq";
+pub const CONTEST_ENTRIES: &str = "contest-entries";
+pub const CONTEST_ENTRIES_DLQ: &str = "contest-entries-dlq";
+
+/// Every topic the platform uses.
+pub const ALL: [&str; 4] = [
+    MATCH_EVENTS,
+    MATCH_EVENTS_DLQ,
+    CONTEST_ENTRIES,
+    CONTEST_ENTRIES_DLQ,
+];
+
+/// Creates the missing ones among `topics`, with `partitions` partitions each.
+/// A topic that already exists is left as it is.
+pub async fn ensure(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka::base_config(brokers)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .with_context(|| format!("cannot create topics on {brokers}"))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(%topic, partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! The live pipeline end to end, with a real Redis, a real Kafka-protocol
+//! broker (tansu) and `ingest run` as a real process: replays of shared
+//! matches must end exactly where `ingest score` does, through corrections,
+//! bad input, kill -9 and a flushed Redis.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest::replay::ReplayArgs;
+use leaderboard::domain::contest::{ContestRecord, EntryRecord};
+use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
+use leaderboard::domain::rank::ranks_by_sort;
+use leaderboard::domain::scoring::{score_match, MatchScorer};
+use leaderboard::domain::team::Squad;
+use leaderboard::hot;
+use leaderboard::service::config::KafkaArgs;
+use leaderboard::{ContestId, MatchId, Rules, TeamPoints};
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use redis::Commands;
+use support::{ipl_dir, wait_until, Broker, Ingest, Redis};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn load(match_id: &str) -> (MatchId, CricsheetMatch, std::path::PathBuf) {
+    let path = ipl_dir().join(format!("{match_id}.json"));
+    let parsed = CricsheetMatch::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (match_id_from_path(&path).unwrap(), parsed, path)
+}
+
+fn offline(match_id: &MatchId, parsed: &CricsheetMatch) -> MatchScorer {
+    score_match(Arc::new(Rules::t20_classic()), match_id, parsed, None)
+}
+
+struct Contest {
+    record: ContestRecord,
+    entries: Vec<EntryRecord>,
+}
+
+fn make_contest(id: &str, match_id: &MatchId, parsed: &CricsheetMatch, count: usize) -> Contest {
+    let record = ingest::contests::contest(
+        &ContestId::parse(id).unwrap(),
+        match_id,
+        parsed.info.players.clone(),
+        1_000_000,
+    );
+    let entries = ingest::contests::entries(&record, count, 9);
+    Contest { record, entries }
+}
+
+fn replay_args(broker: &Broker, files: &[&Path], speed: f64, corrections: bool) -> ReplayArgs {
+    ReplayArgs {
+        files: files.iter().map(|p| p.to_path_buf()).collect(),
+        speed,
+        corrections,
+        seed: 3,
+        kafka: KafkaArgs {
+            brokers: broker.brokers(),
+        },
+        partitions: 3,
+    }
+}
+
+/// The applied `seq` Redis reports for a match.
+fn redis_seq(connection: &mut redis::Connection, match_id: &MatchId) -> Option<u64> {
+    connection
+        .hget(hot::match_meta_key(match_id), "seq")
+        .ok()
+        .flatten()
+}
+
+/// Player points in Redis equal the offline score, and every entry's points,
+/// rank, the histogram and the total equal the domain core's brute force.
+fn assert_redis_matches_offline(
+    redis: &Redis,
+    match_id: &MatchId,
+    scorer: &MatchScorer,
+    contest: &Contest,
+) {
+    let mut connection = redis.client().get_connection().unwrap();
+    let points: BTreeMap<String, i64> =
+        connection.hgetall(hot::match_points_key(match_id)).unwrap();
+    let expected: BTreeMap<String, i64> = scorer
+        .points_by_name()
+        .into_iter()
+        .map(|(name, points)| (name, i64::from(points.0)))
+        .collect();
+    assert_eq!(points, expected, "player points of match {match_id}");
+
+    let squad = Squad::from_teams(&contest.record.squad);
+    let table = squad.points_table(|name| scorer.points_of(name));
+    let team_points: Vec<TeamPoints> = contest
+        .entries
+        .iter()
+        .map(|e| {
+            squad
+                .team(&e.players, &e.captain, &e.vice_captain)
+                .unwrap()
+                .points(&table)
+        })
+        .collect();
+    let ranks = ranks_by_sort(&team_points);
+    let contest_id = &contest.record.contest_id;
+    let stored: HashMap<String, f64> = connection
+        .zrange_withscores::<_, Vec<(String, f64)>>(hot::contest_ranks_key(contest_id), 0, -1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(stored.len(), contest.entries.len(), "every entry is ranked");
+    let mut histogram: BTreeMap<i64, u64> = BTreeMap::new();
+    for ((entry, points), rank) in contest.entries.iter().zip(&team_points).zip(&ranks) {
+        let score = stored[entry.entry_id.as_str()];
+        assert_eq!(
+            TeamPoints::from_f64_exact(score),
+            Some(*points),
+            "points of {}",
+            entry.entry_id
+        );
+        let above: u64 = redis::cmd("ZCOUNT")
+            .arg(hot::contest_ranks_key(contest_id))
+            .arg(format!("({score}"))
+            .arg("+inf")
+            .query(&mut connection)
+            .unwrap();
+        assert_eq!(above + 1, u64::from(*rank), "rank of {}", entry.entry_id);
+        *histogram.entry(points.halves()).or_default() += 1;
+    }
+    let stored_histogram: BTreeMap<i64, u64> = connection
+        .hgetall(hot::contest_histogram_key(contest_id))
+        .unwrap();
+    assert_eq!(stored_histogram, histogram, "histogram of {contest_id}");
+    let total: u64 = connection
+        .hget(hot::contest_meta_key(contest_id), "total")
+        .unwrap();
+    assert_eq!(total, contest.entries.len() as u64);
+}
+
+fn wait_for_match_end(redis: &Redis, match_id: &MatchId, last_seq: u64, seconds: u64) {
+    let mut connection = redis.client().get_connection().unwrap();
+    wait_until(seconds, "the whole match in Redis", || {
+        redis_seq(&mut connection, match_id) == Some(last_seq)
+    });
+}
+
+/// Publishes raw payloads to a topic.
+async fn publish_raw(brokers: &str, topic: &str, messages: &[(&str, &[u8])]) {
+    let producer: FutureProducer = ingest::kafka::producer_config(brokers).create().unwrap();
+    for (key, payload) in messages {
+        producer
+            .send(
+                FutureRecord::to(topic).key(*key).payload(*payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Reads every message of a dead-letter topic.
+fn read_dead_letters(brokers: &str, topic: &str, expected: usize) -> Vec<serde_json::Value> {
+    let consumer: BaseConsumer =
+        ingest::kafka::consumer_config(brokers, &format!("dlq-reader-{}", rand::random::<u32>()))
+            .create()
+            .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut letters = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while letters.len() < expected && std::time::Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            letters.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+        }
+    }
+    letters
+}
+
+#[test]
+fn replayed_matches_with_corrections_and_bad_input_end_as_the_offline_score() {
+    let redis = Redis::start();
+    let broker = Broker::start();
+    let work = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let ingest = Ingest::start(&broker, &redis, work.path(), &[]);
+
+    let (first_id, first, first_path) = load("1136561");
+    let (second_id, second, second_path) = load("1359482");
+    let first_contest = make_contest("c1", &first_id, &first, 2_000);
+    let second_contest = make_contest("c2", &second_id, &second, 300);
+    rt.block_on(async {
+        for contest in [&first_contest, &second_contest] {
+            ingest::contests::publish(&broker.brokers(), &contest.record, &contest.entries)
+                .await
+                .unwrap();
+        }
+        // Bad input: an entry outside the squad, an unknown contest, malformed events.
+        let mut outsider = first_contest.entries[0].clone();
+        outsider.entry_id = leaderboard::EntryId::parse("bad1").unwrap();
+        outsider.players[3] = "Nobody".into();
+        let orphan = EntryRecord {
+            contest_id: ContestId::parse("nope").unwrap(),
+            ..first_contest.entries[1].clone()
+        };
+        let outsider = leaderboard::domain::contest::ContestMessage::Entry(outsider).to_json();
+        let orphan = leaderboard::domain::contest::ContestMessage::Entry(orphan).to_json();
+        publish_raw(
+            &broker.brokers(),
+            "contest-entries",
+            &[("c1", &outsider), ("nope", &orphan)],
+        )
+        .await;
+        publish_raw(
+            &broker.brokers(),
+            "match-events",
+            &[
+                ("1136561", b"{not json"),
+                (
+                    "1136561",
+                    br#"{"v":1,"type":"toss","match_id":"1136561","seq":9999}"#,
+                ),
+            ],
+        )
+        .await;
+        ingest::replay::run(&replay_args(
+            &broker,
+            &[&first_path, &second_path],
+            0.0,
+            true,
+        ))
+        .await
+        .unwrap();
+    });
+
+    // The corrections add two events per corrupted delivery: 3 per match.
+    let first_last = first.events(&first_id, None).len() as u64 - 1 + 3;
+    let second_last = second.events(&second_id, None).len() as u64 - 1 + 3;
+    wait_for_match_end(&redis, &first_id, first_last, 60);
+    wait_for_match_end(&redis, &second_id, second_last, 60);
+    assert_redis_matches_offline(
+        &redis,
+        &first_id,
+        &offline(&first_id, &first),
+        &first_contest,
+    );
+    assert_redis_matches_offline(
+        &redis,
+        &second_id,
+        &offline(&second_id, &second),
+        &second_contest,
+    );
+
+    let letters = read_dead_letters(&broker.brokers(), "contest-entries-dlq", 2);
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("`Nobody` is not in the contest's squad")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("contest `nope` is unknown")),
+        "{reasons:?}"
+    );
+    let letters = read_dead_letters(&broker.brokers(), "match-events-dlq", 2);
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("not a match event")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("toss")), "{reasons:?}");
+    assert!(
+        letters.iter().any(|l| l["payload"] == "{not json"),
+        "the original payload travels"
+    );
+
+    let metrics = ingest.metrics();
+    for name in [
+        "ingest_events_consumed_total",
+        "ingest_events_applied_total",
+        "ingest_events_duplicate_total",
+        "ingest_events_dlq_total{topic=\"match-events-dlq\"} 2",
+        "ingest_events_dlq_total{topic=\"contest-entries-dlq\"} 2",
+        "ingest_event_apply_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(ingest.stop().success(), "SIGTERM stops ingest cleanly");
+}
+
+#[test]
+fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
+    let redis = Redis::start();
+    let broker = Broker::start();
+    let work = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (match_id, parsed, path) = load("1136600");
+    let contest = make_contest("k1", &match_id, &parsed, 1_000);
+    let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
+
+    let mut ingest = Some(Ingest::start(
+        &broker,
+        &redis,
+        work.path(),
+        &["--batch-max", "7"],
+    ));
+    rt.block_on(ingest::contests::publish(
+        &broker.brokers(),
+        &contest.record,
+        &contest.entries,
+    ))
+    .unwrap();
+    // About 250 events, one every 12 ms: the kills land all over the match.
+    let args = replay_args(&broker, &[&path], 3000.0, false);
+    let replay = rt.spawn(async move { ingest::replay::run(&args).await });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    for kill in 0..6 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..500)));
+        ingest.take().unwrap().kill();
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..200)));
+        ingest = Some(Ingest::start(
+            &broker,
+            &redis,
+            work.path(),
+            &["--batch-max", "7"],
+        ));
+        eprintln!("kill -9 number {} done", kill + 1);
+    }
+    rt.block_on(replay).unwrap().unwrap();
+    wait_for_match_end(&redis, &match_id, last_seq, 60);
+    let scorer = offline(&match_id, &parsed);
+    assert_redis_matches_offline(&redis, &match_id, &scorer, &contest);
+
+    // One more restart replays nothing new and changes nothing.
+    ingest.take().unwrap().kill();
+    let restarted = Ingest::start(&broker, &redis, work.path(), &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_redis_matches_offline(&redis, &match_id, &scorer, &contest);
+    drop(restarted);
+}
+
+#[test]
+fn a_flushed_redis_is_rebuilt_by_the_service() {
+    let redis = Redis::start();
+    let broker = Broker::start();
+    let work = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (match_id, parsed, path) = load("1136570");
+    let contest = make_contest("f1", &match_id, &parsed, 500);
+    let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
+    let ingest = Ingest::start(&broker, &redis, work.path(), &[]);
+    rt.block_on(ingest::contests::publish(
+        &broker.brokers(),
+        &contest.record,
+        &contest.entries,
+    ))
+    .unwrap();
+    let args = replay_args(&broker, &[&path], 4000.0, false);
+    let replay = rt.spawn(async move { ingest::replay::run(&args).await });
+    let mut connection = redis.client().get_connection().unwrap();
+    wait_until(30, "the match under way", || {
+        redis_seq(&mut connection, &match_id).unwrap_or(0) > 100
+    });
+    let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
+    rt.block_on(replay).unwrap().unwrap();
+    wait_for_match_end(&redis, &match_id, last_seq, 60);
+    assert_redis_matches_offline(&redis, &match_id, &offline(&match_id, &parsed), &contest);
+    // A flush after the match ended is noticed with no new event at all.
+    let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
+    wait_for_match_end(&redis, &match_id, last_seq, 10);
+    assert_redis_matches_offline(&redis, &match_id, &offline(&match_id, &parsed), &contest);
+    assert!(
+        ingest.metrics().contains("ingest_redis_rebuilds_total 3"),
+        "start-up plus two rebuilds"
+    );
+}

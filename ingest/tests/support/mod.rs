@@ -1,0 +1,252 @@
+//! The tests' harness: a real `redis-server` and a real Kafka-protocol broker
+//! (tansu) on free loopback ports, and `ingest run` as a real process. Every
+//! process is killed when its handle drops.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port} within 30 s");
+}
+
+fn find_binary(name: &str, env: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return path.into();
+    }
+    let home_bin = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"))
+        .join("bin")
+        .join(name);
+    if home_bin.exists() {
+        return home_bin;
+    }
+    PathBuf::from(name)
+}
+
+/// A throwaway `redis-server` that keeps nothing on disk.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new(find_binary("redis-server", "REDIS_SERVER_BIN"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        wait_for_port(port, "redis-server", &mut child);
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tansu broker with in-memory storage.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let mut child = Command::new(find_binary("tansu", "TANSU_BIN"))
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tansu runs (scripts/test installs it)");
+        wait_for_port(port, "tansu", &mut child);
+        Broker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ingest run` as a child process, with its store in `store_dir`.
+pub struct Ingest {
+    child: Child,
+    pub admin_port: u16,
+}
+
+impl Ingest {
+    pub fn start(broker: &Broker, redis: &Redis, store_dir: &Path, extra: &[&str]) -> Ingest {
+        let admin_port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(store_dir.join("ingest.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .arg("run")
+            .args(extra)
+            .env("KAFKA_BROKERS", broker.brokers())
+            .env("REDIS_URL", redis.url())
+            .env(
+                "STORE",
+                format!("file://{}", store_dir.join("store").display()),
+            )
+            .env("HTTP_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("KAFKA_GROUP", "ingest-test")
+            .env("RUST_LOG", "info")
+            .env_remove("RULES")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for_port(admin_port, "ingest run", &mut child);
+        Ingest { child, admin_port }
+    }
+
+    /// kill -9.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingest did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin_port, "/metrics")
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP GET on loopback; returns the body.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+/// The shared Cricsheet matches.
+pub fn ipl_dir() -> PathBuf {
+    match std::env::var("CRICSHEET_DIR") {
+        Ok(dir) if PathBuf::from(&dir).join("ipl").is_dir() => PathBuf::from(dir).join("ipl"),
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cricsheet/ipl"),
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass.
+pub fn wait_until(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {seconds} s waiting for {what}");
+}

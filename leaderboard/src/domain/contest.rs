@@ -1,0 +1,310 @@
+//! Contests and their entries: the `contest-entries` messages, and a contest's
+//! live state (team points of every entry, the points histogram, the version).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::event::EVENT_VERSION;
+use super::ids::{ContestId, EntryId, MatchId, UserId};
+use super::points::{PlayerPoints, TeamPoints};
+use super::rank::Histogram;
+use super::team::{EntryError, Squad, Team};
+
+/// A message on `contest-entries`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContestMessage {
+    Contest(ContestRecord),
+    Entry(EntryRecord),
+}
+
+/// A contest of one match, with the squad its entries pick from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContestRecord {
+    pub v: u32,
+    pub contest_id: ContestId,
+    pub match_id: MatchId,
+    pub name: String,
+    pub max_entries: u64,
+    pub squad: BTreeMap<String, Vec<String>>,
+}
+
+/// One user's team in a contest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    pub v: u32,
+    pub contest_id: ContestId,
+    pub entry_id: EntryId,
+    pub user_id: UserId,
+    pub players: Vec<String>,
+    pub captain: String,
+    pub vice_captain: String,
+}
+
+impl ContestMessage {
+    /// Parses one message, refusing unknown versions and empty squads.
+    pub fn from_json(bytes: &[u8]) -> Result<ContestMessage, String> {
+        let message: ContestMessage = serde_json::from_slice(bytes)
+            .map_err(|error| format!("not a contest message: {error}"))?;
+        let version = match &message {
+            ContestMessage::Contest(contest) => contest.v,
+            ContestMessage::Entry(entry) => entry.v,
+        };
+        if version != EVENT_VERSION {
+            return Err(format!(
+                "unsupported message version {version} (this build reads version 1)"
+            ));
+        }
+        if let ContestMessage::Contest(contest) = &message {
+            if contest.squad.values().all(Vec::is_empty) {
+                return Err(format!(
+                    "contest `{}` has an empty squad",
+                    contest.contest_id
+                ));
+            }
+            if contest.max_entries == 0 {
+                return Err(format!(
+                    "contest `{}` allows no entries",
+                    contest.contest_id
+                ));
+            }
+        }
+        Ok(message)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a contest message always serializes")
+    }
+}
+
+/// One accepted entry in memory.
+#[derive(Debug, Clone)]
+pub struct LiveEntry {
+    pub entry_id: EntryId,
+    pub user_id: UserId,
+    pub team: Team,
+    pub record: EntryRecord,
+}
+
+/// An entry whose points moved, and where from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub index: u32,
+    pub before: TeamPoints,
+}
+
+/// What adding an entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// New entry at these points.
+    New(TeamPoints),
+    /// The same entry again (a producer retry): nothing changes.
+    Duplicate,
+}
+
+/// A contest's live state. Team points are recomputed from the squad's player
+/// points (11 multiply-adds per entry), the histogram follows every move.
+#[derive(Debug, Clone)]
+pub struct ContestState {
+    pub record: ContestRecord,
+    pub squad: Squad,
+    pub entries: Vec<LiveEntry>,
+    pub points: Vec<TeamPoints>,
+    pub by_entry: HashMap<EntryId, u32>,
+    pub histogram: Histogram,
+    pub version: u64,
+    table: Vec<PlayerPoints>,
+}
+
+impl ContestState {
+    pub fn new(record: ContestRecord) -> ContestState {
+        let squad = Squad::from_teams(&record.squad);
+        let table = vec![PlayerPoints::ZERO; squad.len()];
+        ContestState {
+            record,
+            squad,
+            entries: Vec::new(),
+            points: Vec::new(),
+            by_entry: HashMap::new(),
+            histogram: Histogram::default(),
+            version: 0,
+            table,
+        }
+    }
+
+    pub fn contest_id(&self) -> &ContestId {
+        &self.record.contest_id
+    }
+
+    pub fn match_id(&self) -> &MatchId {
+        &self.record.match_id
+    }
+
+    pub fn total(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    /// Validates and adds an entry; the contract's rejections are errors.
+    pub fn add_entry(&mut self, record: EntryRecord) -> Result<Added, EntryError> {
+        if let Some(&existing) = self.by_entry.get(&record.entry_id) {
+            return if self.entries[existing as usize].record == record {
+                Ok(Added::Duplicate)
+            } else {
+                Err(EntryError::DuplicateEntry(record.entry_id.to_string()))
+            };
+        }
+        if self.total() >= self.record.max_entries {
+            return Err(EntryError::ContestFull {
+                contest: self.record.contest_id.to_string(),
+                max_entries: self.record.max_entries,
+            });
+        }
+        let team = self
+            .squad
+            .team(&record.players, &record.captain, &record.vice_captain)?;
+        let points = team.points(&self.table);
+        self.by_entry
+            .insert(record.entry_id.clone(), self.entries.len() as u32);
+        self.entries.push(LiveEntry {
+            entry_id: record.entry_id.clone(),
+            user_id: record.user_id.clone(),
+            team,
+            record,
+        });
+        self.points.push(points);
+        self.histogram.add(points);
+        Ok(Added::New(points))
+    }
+
+    /// Takes new player points (by name) and recomputes every entry; returns
+    /// the entries whose points moved, with their old points.
+    pub fn update_players(&mut self, points_of: impl Fn(&str) -> PlayerPoints) -> Vec<Moved> {
+        let table = self.squad.points_table(points_of);
+        if table == self.table {
+            return Vec::new();
+        }
+        self.table = table;
+        let mut moved = Vec::new();
+        for (index, entry) in self.entries.iter().enumerate() {
+            let now = entry.team.points(&self.table);
+            let before = self.points[index];
+            if now != before {
+                self.histogram.shift(before, now);
+                self.points[index] = now;
+                moved.push(Moved {
+                    index: index as u32,
+                    before,
+                });
+            }
+        }
+        moved
+    }
+
+    /// The squad player points currently applied.
+    pub fn player_points(&self) -> &[PlayerPoints] {
+        &self.table
+    }
+
+    pub fn entry_index(&self, entry: &EntryId) -> Option<u32> {
+        self.by_entry.get(entry).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contest(max_entries: u64) -> ContestState {
+        let mut squad = BTreeMap::new();
+        squad.insert("A".to_owned(), (0..11).map(|i| format!("a{i}")).collect());
+        squad.insert("B".to_owned(), (0..11).map(|i| format!("b{i}")).collect());
+        ContestState::new(ContestRecord {
+            v: 1,
+            contest_id: ContestId::parse("c1").unwrap(),
+            match_id: MatchId::parse("m1").unwrap(),
+            name: "Mega".into(),
+            max_entries,
+            squad,
+        })
+    }
+
+    fn entry(id: &str, captain: &str) -> EntryRecord {
+        EntryRecord {
+            v: 1,
+            contest_id: ContestId::parse("c1").unwrap(),
+            entry_id: EntryId::parse(id).unwrap(),
+            user_id: UserId::parse("u1").unwrap(),
+            players: (0..11).map(|i| format!("a{i}")).collect(),
+            captain: captain.into(),
+            vice_captain: "a10".into(),
+        }
+    }
+
+    #[test]
+    fn entries_are_validated_and_deduplicated() {
+        let mut state = contest(2);
+        assert_eq!(
+            state.add_entry(entry("e1", "a0")),
+            Ok(Added::New(TeamPoints(0)))
+        );
+        assert_eq!(state.add_entry(entry("e1", "a0")), Ok(Added::Duplicate));
+        assert_eq!(
+            state.add_entry(entry("e1", "a1")),
+            Err(EntryError::DuplicateEntry("e1".into()))
+        );
+        assert_eq!(
+            state.add_entry(entry("e2", "a10")),
+            Err(EntryError::CaptainIsViceCaptain("a10".into()))
+        );
+        assert!(state.add_entry(entry("e2", "a1")).is_ok());
+        assert!(matches!(
+            state.add_entry(entry("e3", "a2")),
+            Err(EntryError::ContestFull { .. })
+        ));
+    }
+
+    #[test]
+    fn player_points_move_entries_and_histogram() {
+        let mut state = contest(10);
+        state.add_entry(entry("e1", "a0")).unwrap();
+        state.add_entry(entry("e2", "a1")).unwrap();
+        let moved = state.update_players(|name| match name {
+            "a0" => PlayerPoints(10),
+            _ => PlayerPoints(0),
+        });
+        assert_eq!(
+            moved
+                .iter()
+                .map(|m| (m.index, m.before))
+                .collect::<Vec<_>>(),
+            vec![(0, TeamPoints(0)), (1, TeamPoints(0))]
+        );
+        assert_eq!(state.points, vec![TeamPoints(40), TeamPoints(20)]);
+        assert_eq!(state.histogram.rank_of(TeamPoints(20)), 2);
+        assert!(state
+            .update_players(|name| if name == "a0" {
+                PlayerPoints(10)
+            } else {
+                PlayerPoints(0)
+            })
+            .is_empty());
+    }
+
+    #[test]
+    fn contest_messages_parse() {
+        let message = ContestMessage::from_json(
+            br#"{"v":1,"type":"entry","contest_id":"c1","entry_id":"e42","user_id":"u7",
+            "players":["a"],"captain":"a","vice_captain":"b"}"#,
+        )
+        .unwrap();
+        assert!(matches!(message, ContestMessage::Entry(_)));
+        assert!(
+            ContestMessage::from_json(br#"{"v":1,"type":"entry","contest_id":"c 1"}"#).is_err()
+        );
+        let empty = br#"{"v":1,"type":"contest","contest_id":"c1","match_id":"1","name":"x","max_entries":5,"squad":{}}"#;
+        assert!(ContestMessage::from_json(empty)
+            .unwrap_err()
+            .contains("empty squad"));
+    }
+}

@@ -1,0 +1,360 @@
+//! The Redis hot state: key layout, pipelined writes, and the reads the CLI
+//! and the API use. The layout is documented in `docs/redis-keys.md`.
+//!
+//! Every key of a contest carries the contest id as a hash tag (`{c1}`), and
+//! every key of a match the match id, so a Redis Cluster keeps each contest's
+//! keys on one slot and a pipeline for one contest never crosses nodes.
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisResult};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{ContestId, EntryId, MatchId, UserId};
+use crate::domain::points::{PlayerPoints, TeamPoints};
+
+/// Sorted-set members written per ZADD in a batched refresh.
+pub const ZADD_CHUNK: usize = 10_000;
+
+/// Present while Redis holds the hot state; its absence means Redis lost it.
+pub const ALIVE_KEY: &str = "lb:ingest:alive";
+
+pub fn match_points_key(match_id: &MatchId) -> String {
+    format!("lb:m:{{{match_id}}}:points")
+}
+pub fn match_meta_key(match_id: &MatchId) -> String {
+    format!("lb:m:{{{match_id}}}:meta")
+}
+pub fn match_contests_key(match_id: &MatchId) -> String {
+    format!("lb:m:{{{match_id}}}:contests")
+}
+pub fn contest_ranks_key(contest: &ContestId) -> String {
+    format!("lb:c:{{{contest}}}:ranks")
+}
+pub fn contest_histogram_key(contest: &ContestId) -> String {
+    format!("lb:c:{{{contest}}}:hist")
+}
+pub fn contest_users_key(contest: &ContestId) -> String {
+    format!("lb:c:{{{contest}}}:users")
+}
+pub fn contest_meta_key(contest: &ContestId) -> String {
+    format!("lb:c:{{{contest}}}:meta")
+}
+/// The pub/sub channel told whenever the contest's version moves.
+pub fn contest_channel(contest: &ContestId) -> String {
+    format!("lb:c:{{{contest}}}:changed")
+}
+
+/// The pub/sub message on a contest's channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContestChanged {
+    pub contest_id: ContestId,
+    pub match_id: MatchId,
+    pub version: u64,
+    pub total: u64,
+}
+
+/// New player points of one match.
+#[derive(Debug, Clone)]
+pub struct MatchUpdate {
+    pub match_id: MatchId,
+    pub version: u64,
+    pub last_seq: u64,
+    pub points: Vec<(String, PlayerPoints)>,
+    /// Replace the whole hash (rebuild) rather than patch it.
+    pub full: bool,
+}
+
+/// What changed in one contest.
+#[derive(Debug, Clone)]
+pub struct ContestUpdate {
+    pub contest_id: ContestId,
+    pub match_id: MatchId,
+    pub name: String,
+    pub version: u64,
+    pub total: u64,
+    /// Entries whose points are new or moved.
+    pub ranks: Vec<(EntryId, TeamPoints)>,
+    /// Entries new to the contest.
+    pub users: Vec<(EntryId, UserId)>,
+    /// Histogram buckets that changed: (points, count), count 0 = gone.
+    pub histogram: Vec<(TeamPoints, u64)>,
+    /// Replace every key of the contest (rebuild).
+    pub full: bool,
+}
+
+/// Writes the hot state with pipelines; one instance per writer task.
+#[derive(Clone)]
+pub struct HotWriter {
+    connection: ConnectionManager,
+    /// From this many changed entries, a contest is refreshed in two steps:
+    /// histogram, version and notice first, then the sorted set in chunks.
+    pub large_contest: usize,
+}
+
+impl std::fmt::Debug for HotWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotWriter")
+            .field("large_contest", &self.large_contest)
+            .finish()
+    }
+}
+
+/// Connects with a connection manager that reconnects by itself.
+pub async fn connect(url: &str) -> RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(30)));
+    ConnectionManager::new_with_config(client, config).await
+}
+
+impl HotWriter {
+    pub fn new(connection: ConnectionManager, large_contest: usize) -> HotWriter {
+        HotWriter {
+            connection,
+            large_contest,
+        }
+    }
+
+    /// Checks that Redis still holds the hot state; `false` means it was
+    /// flushed or restarted empty (the marker is set again as a side effect).
+    pub async fn still_alive(&mut self) -> RedisResult<bool> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(ALIVE_KEY)
+            .arg("1")
+            .arg("NX")
+            .query_async(&mut self.connection)
+            .await?;
+        Ok(set.is_none())
+    }
+
+    /// Writes match points, then every contest update; each contest's
+    /// version moves once and its notice is published after its writes.
+    pub async fn write(
+        &mut self,
+        matches: &[MatchUpdate],
+        contests: &[ContestUpdate],
+    ) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for update in matches {
+            let points_key = match_points_key(&update.match_id);
+            if update.full {
+                pipe.del(&points_key).ignore();
+            }
+            if !update.points.is_empty() {
+                let fields: Vec<(&str, i32)> = update
+                    .points
+                    .iter()
+                    .map(|(n, p)| (n.as_str(), p.0))
+                    .collect();
+                pipe.hset_multiple(&points_key, &fields).ignore();
+            }
+            pipe.hset_multiple(
+                match_meta_key(&update.match_id),
+                &[("version", update.version), ("seq", update.last_seq)],
+            )
+            .ignore();
+        }
+        if !matches.is_empty() {
+            pipe.query_async::<()>(&mut self.connection).await?;
+        }
+        for update in contests {
+            if update.ranks.len() >= self.large_contest {
+                self.write_large(update).await?;
+            } else {
+                self.write_small(update).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One pipeline: sorted set, histogram, users, meta, then the notice.
+    async fn write_small(&mut self, update: &ContestUpdate) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        if update.full {
+            clear_contest(&mut pipe, &update.contest_id);
+        }
+        add_ranks(&mut pipe, update, &update.ranks);
+        add_summary(&mut pipe, update);
+        pipe.query_async::<()>(&mut self.connection).await
+    }
+
+    /// Histogram, version and notice first (ranks are exact from the histogram
+    /// at once), then the sorted set in chunks of [`ZADD_CHUNK`].
+    async fn write_large(&mut self, update: &ContestUpdate) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        if update.full {
+            clear_contest(&mut pipe, &update.contest_id);
+        }
+        add_summary(&mut pipe, update);
+        pipe.query_async::<()>(&mut self.connection).await?;
+        for chunk in update.ranks.chunks(ZADD_CHUNK * 4) {
+            let mut pipe = redis::pipe();
+            for members in chunk.chunks(ZADD_CHUNK) {
+                let scored: Vec<(f64, &str)> = members
+                    .iter()
+                    .map(|(e, p)| (p.as_f64(), e.as_str()))
+                    .collect();
+                pipe.zadd_multiple(contest_ranks_key(&update.contest_id), &scored)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut self.connection).await?;
+        }
+        Ok(())
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+fn clear_contest(pipe: &mut redis::Pipeline, contest: &ContestId) {
+    pipe.del(&[
+        contest_ranks_key(contest),
+        contest_histogram_key(contest),
+        contest_users_key(contest),
+    ])
+    .ignore();
+}
+
+fn add_ranks(pipe: &mut redis::Pipeline, update: &ContestUpdate, ranks: &[(EntryId, TeamPoints)]) {
+    for members in ranks.chunks(ZADD_CHUNK) {
+        let scored: Vec<(f64, &str)> = members
+            .iter()
+            .map(|(e, p)| (p.as_f64(), e.as_str()))
+            .collect();
+        pipe.zadd_multiple(contest_ranks_key(&update.contest_id), &scored)
+            .ignore();
+    }
+}
+
+/// Users, histogram, meta (with the version) and the notice, in that order.
+fn add_summary(pipe: &mut redis::Pipeline, update: &ContestUpdate) {
+    let contest = &update.contest_id;
+    for users in update.users.chunks(ZADD_CHUNK) {
+        let fields: Vec<(&str, &str)> = users
+            .iter()
+            .map(|(e, u)| (e.as_str(), u.as_str()))
+            .collect();
+        pipe.hset_multiple(contest_users_key(contest), &fields)
+            .ignore();
+    }
+    let (present, gone): (Vec<_>, Vec<_>) =
+        update.histogram.iter().partition(|(_, count)| *count > 0);
+    if !present.is_empty() {
+        let fields: Vec<(i64, u64)> = present.iter().map(|(p, c)| (p.halves(), *c)).collect();
+        pipe.hset_multiple(contest_histogram_key(contest), &fields)
+            .ignore();
+    }
+    if !gone.is_empty() {
+        let fields: Vec<i64> = gone.iter().map(|(p, _)| p.halves()).collect();
+        pipe.hdel(contest_histogram_key(contest), fields).ignore();
+    }
+    pipe.hset_multiple(
+        contest_meta_key(contest),
+        &[
+            ("version", update.version.to_string()),
+            ("total", update.total.to_string()),
+            ("match_id", update.match_id.to_string()),
+            ("name", update.name.clone()),
+        ],
+    )
+    .ignore();
+    pipe.sadd(match_contests_key(&update.match_id), contest.as_str())
+        .ignore();
+    let notice = ContestChanged {
+        contest_id: contest.clone(),
+        match_id: update.match_id.clone(),
+        version: update.version,
+        total: update.total,
+    };
+    pipe.publish(
+        contest_channel(contest),
+        serde_json::to_string(&notice).expect("notices serialize"),
+    )
+    .ignore();
+}
+
+/// One row of a leaderboard page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RankedEntry {
+    pub rank: u64,
+    pub entry_id: String,
+    pub user_id: String,
+    pub points: TeamPoints,
+}
+
+/// A page of a contest from the hot state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HotPage {
+    pub contest_id: String,
+    pub match_id: String,
+    pub version: u64,
+    pub total: u64,
+    pub entries: Vec<RankedEntry>,
+}
+
+/// Reads a page of the sorted set with competition ranks.
+pub async fn read_page(
+    connection: &mut ConnectionManager,
+    contest: &ContestId,
+    offset: usize,
+    limit: usize,
+) -> RedisResult<Option<HotPage>> {
+    let meta: std::collections::HashMap<String, String> =
+        connection.hgetall(contest_meta_key(contest)).await?;
+    if meta.is_empty() {
+        return Ok(None);
+    }
+    let stop = (offset + limit).saturating_sub(1) as isize;
+    let rows: Vec<(String, f64)> = connection
+        .zrevrange_withscores(contest_ranks_key(contest), offset as isize, stop)
+        .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    if let Some((_, first)) = rows.first() {
+        let above: u64 = redis::cmd("ZCOUNT")
+            .arg(contest_ranks_key(contest))
+            .arg(format!("({first}"))
+            .arg("+inf")
+            .query_async(connection)
+            .await?;
+        let ids: Vec<&str> = rows.iter().map(|(e, _)| e.as_str()).collect();
+        let users: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(contest_users_key(contest))
+            .arg(&ids)
+            .query_async(connection)
+            .await?;
+        let mut rank = above + 1;
+        for (position, ((entry, score), user)) in rows.iter().zip(users).enumerate() {
+            if position > 0 && *score != rows[position - 1].1 {
+                rank = offset as u64 + position as u64 + 1;
+            }
+            entries.push(RankedEntry {
+                rank,
+                entry_id: entry.clone(),
+                user_id: user.unwrap_or_default(),
+                points: TeamPoints::from_f64_exact(*score).unwrap_or_default(),
+            });
+        }
+    }
+    let number = |field: &str| meta.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Some(HotPage {
+        contest_id: contest.to_string(),
+        match_id: meta.get("match_id").cloned().unwrap_or_default(),
+        version: number("version"),
+        total: number("total"),
+        entries,
+    }))
+}
+
+/// A match's live player points and version.
+pub async fn read_match_points(
+    connection: &mut ConnectionManager,
+    match_id: &MatchId,
+) -> RedisResult<(u64, std::collections::BTreeMap<String, i64>)> {
+    let points: std::collections::BTreeMap<String, i64> =
+        connection.hgetall(match_points_key(match_id)).await?;
+    let version: Option<u64> = connection.hget(match_meta_key(match_id), "version").await?;
+    Ok((version.unwrap_or(0), points))
+}
