@@ -405,3 +405,221 @@ impl Pipeline {
         (matches, contests)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaderboard::domain::contest::{ContestMessage, ContestRecord, EntryRecord};
+    use leaderboard::domain::event::EVENT_VERSION;
+
+    fn message(topic: &str, offset: i64, key: &str, payload: Vec<u8>) -> Incoming {
+        Incoming {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset,
+            key: Some(key.as_bytes().to_vec()),
+            payload,
+        }
+    }
+
+    fn squad() -> BTreeMap<String, Vec<String>> {
+        let mut squad = BTreeMap::new();
+        squad.insert("A".to_owned(), (0..11).map(|i| format!("a{i}")).collect());
+        squad.insert("B".to_owned(), (0..11).map(|i| format!("b{i}")).collect());
+        squad
+    }
+
+    fn contest_message(id: &str) -> Vec<u8> {
+        ContestMessage::Contest(ContestRecord {
+            v: EVENT_VERSION,
+            contest_id: ContestId::parse(id).unwrap(),
+            match_id: MatchId::parse("m1").unwrap(),
+            name: "Mega".into(),
+            max_entries: 100,
+            squad: squad(),
+        })
+        .to_json()
+    }
+
+    fn entry_message(contest: &str, entry: &str, captain: &str) -> Vec<u8> {
+        ContestMessage::Entry(EntryRecord {
+            v: EVENT_VERSION,
+            contest_id: ContestId::parse(contest).unwrap(),
+            entry_id: leaderboard::EntryId::parse(entry).unwrap(),
+            user_id: leaderboard::UserId::parse("u1").unwrap(),
+            players: (0..11).map(|i| format!("a{i}")).collect(),
+            captain: captain.into(),
+            vice_captain: "a1".into(),
+        })
+        .to_json()
+    }
+
+    fn lineup() -> Vec<u8> {
+        serde_json::to_vec(
+            &serde_json::json!({"v":1,"type":"lineup","match_id":"m1","seq":0,"teams":squad()}),
+        )
+        .unwrap()
+    }
+
+    fn delivery(seq: u64, runs: u32) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"v":1,"type":"delivery","match_id":"m1","seq":seq,"innings":1,"over":0,
+            "delivery":{"batter":"a0","bowler":"b0","non_striker":"a1","runs":{"batter":runs,"extras":0,"total":runs}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_moves_each_contest_version_once_and_dedups() {
+        let mut pipeline = Pipeline::new(Arc::new(Rules::t20_classic()));
+        pipeline.handle(&message(
+            topics::CONTEST_ENTRIES,
+            0,
+            "c1",
+            contest_message("c1"),
+        ));
+        pipeline.handle(&message(
+            topics::CONTEST_ENTRIES,
+            1,
+            "c1",
+            entry_message("c1", "e1", "a0"),
+        ));
+        pipeline.handle(&message(
+            topics::CONTEST_ENTRIES,
+            2,
+            "c1",
+            entry_message("c1", "e2", "a2"),
+        ));
+        pipeline.handle(&message(topics::MATCH_EVENTS, 0, "m1", lineup()));
+        pipeline.handle(&message(topics::MATCH_EVENTS, 1, "m1", delivery(1, 4)));
+        pipeline.handle(&message(topics::MATCH_EVENTS, 2, "m1", delivery(2, 6)));
+        pipeline.handle(&message(topics::MATCH_EVENTS, 1, "m1", delivery(2, 6))); // producer retry
+        let effects = pipeline.finish_batch();
+        assert_eq!(effects.counts.applied, 6);
+        assert_eq!(effects.counts.duplicates, 1);
+        assert_eq!(effects.contests.len(), 1);
+        let update = &effects.contests[0];
+        assert_eq!(update.version, 1, "one version step for the whole batch");
+        assert_eq!(update.total, 2);
+        // a0 (captain of e1): 4 + 10 runs + 1 four bonus + 2 six bonus = 17 → ×2
+        // a1 (vice-captain of both): 4 → ×1.5; the other nine: 4 each.
+        let points: BTreeMap<&str, TeamPoints> =
+            update.ranks.iter().map(|(e, p)| (e.as_str(), *p)).collect();
+        assert_eq!(points["e1"], TeamPoints(2 * (2 * 17 + 6 + 9 * 4)));
+        assert_eq!(points["e2"], TeamPoints(2 * (17 + 6 + 4 + 8 * 4 + 4)));
+        assert_eq!(effects.store.match_events.len(), 3);
+        assert_eq!(effects.store.entries.len(), 2);
+        assert_eq!(
+            effects.store.contest_versions,
+            vec![(ContestId::parse("c1").unwrap(), 1)]
+        );
+
+        pipeline.handle(&message(topics::MATCH_EVENTS, 3, "m1", delivery(3, 1)));
+        let effects = pipeline.finish_batch();
+        assert_eq!(effects.contests[0].version, 2);
+        assert_eq!(effects.contests[0].ranks.len(), 2, "both teams hold a0");
+        assert!(effects.contests[0].users.is_empty());
+    }
+
+    #[test]
+    fn bad_messages_go_to_their_dead_letter_topics_with_reasons() {
+        let mut pipeline = Pipeline::new(Arc::new(Rules::t20_classic()));
+        pipeline.handle(&message(topics::MATCH_EVENTS, 0, "m1", b"{oops".to_vec()));
+        pipeline.handle(&message(topics::MATCH_EVENTS, 1, "m2", lineup()));
+        pipeline.handle(&message(
+            topics::CONTEST_ENTRIES,
+            0,
+            "c9",
+            entry_message("c9", "e1", "a0"),
+        ));
+        pipeline.handle(&message(
+            topics::CONTEST_ENTRIES,
+            1,
+            "c1",
+            contest_message("c1"),
+        ));
+        pipeline.handle(&message(
+            topics::CONTEST_ENTRIES,
+            2,
+            "c1",
+            entry_message("c1", "e1", "a1"),
+        ));
+        let effects = pipeline.finish_batch();
+        let reasons: Vec<(&str, &str)> = effects
+            .dead_letters
+            .iter()
+            .map(|d| (d.topic, d.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert_eq!(reasons[0].0, topics::MATCH_EVENTS_DLQ);
+        assert!(reasons[0].1.starts_with("not a match event"));
+        assert!(reasons[1].1.contains("message key `m2`"));
+        assert_eq!(
+            reasons[2],
+            (
+                topics::CONTEST_ENTRIES_DLQ,
+                "contest `c9` is unknown (its contest event must come first)"
+            )
+        );
+        assert_eq!(
+            reasons[3].1,
+            "captain and vice-captain must differ (both are `a1`)"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&effects.dead_letters[0].to_json()).unwrap();
+        assert_eq!(json["payload"], "{oops");
+        assert_eq!(json["topic"], topics::MATCH_EVENTS);
+    }
+
+    #[test]
+    fn the_store_snapshot_rebuilds_the_same_state() {
+        let mut pipeline = Pipeline::new(Arc::new(Rules::t20_classic()));
+        let mut snapshot = StoreSnapshot::default();
+        for (offset, payload) in [contest_message("c1"), entry_message("c1", "e1", "a0")]
+            .into_iter()
+            .enumerate()
+        {
+            pipeline.handle(&message(
+                topics::CONTEST_ENTRIES,
+                offset as i64,
+                "c1",
+                payload,
+            ));
+        }
+        for (seq, payload) in [lineup(), delivery(1, 4), delivery(2, 0)]
+            .into_iter()
+            .enumerate()
+        {
+            pipeline.handle(&message(topics::MATCH_EVENTS, seq as i64, "m1", payload));
+        }
+        let effects = pipeline.finish_batch();
+        snapshot.contests = effects
+            .store
+            .contests
+            .iter()
+            .map(|c| (c.clone(), 1))
+            .collect();
+        for entry in effects.store.entries {
+            snapshot
+                .entries
+                .entry(entry.contest_id.clone())
+                .or_default()
+                .push(entry);
+        }
+        for event in effects.store.match_events {
+            snapshot
+                .match_events
+                .entry(event.match_id.clone())
+                .or_default()
+                .push(event);
+        }
+        let rebuilt = Pipeline::from_snapshot(Arc::new(Rules::t20_classic()), snapshot).unwrap();
+        let contest = ContestId::parse("c1").unwrap();
+        assert_eq!(
+            rebuilt.contest(&contest).unwrap().points,
+            pipeline.contest(&contest).unwrap().points
+        );
+        assert_eq!(rebuilt.contest(&contest).unwrap().version, 1);
+        let (matches, contests) = rebuilt.full_refresh();
+        assert_eq!((matches.len(), contests.len()), (1, 1));
+        assert!(contests[0].full && contests[0].ranks.len() == 1);
+    }
+}
