@@ -3,6 +3,8 @@
 //! Today: `loadtest contest` publishes a contest over a real match's squad
 //! with generated entries, which the demo and the pipeline benchmarks use.
 
+mod latency;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -30,6 +32,12 @@ struct Cli {
 enum Command {
     /// Publish a contest over a Cricsheet match's players, with N random valid entries.
     Contest(ContestArgs),
+    /// Time from producing a ball to the contest's pub/sub notice (needs `ingest run`).
+    NoticeLatency(latency::NoticeLatencyArgs),
+    /// Bulk-write a contest of N entries into Redis with the hot-state writer.
+    RedisBulk(latency::RedisBulkArgs),
+    /// Events per second through `ingest run`: replay matches, wait for the last seq in Redis.
+    Throughput(latency::ThroughputArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
     cli.telemetry.init()?;
     match cli.command {
         Command::Contest(args) => contest(args).await,
+        Command::NoticeLatency(args) => latency::notice_latency(args).await,
+        Command::RedisBulk(args) => latency::redis_bulk(args).await,
+        Command::Throughput(args) => latency::throughput(args).await,
     }
 }
 

@@ -1,0 +1,205 @@
+//! Pipeline measurements: produce-to-notice latency, Redis bulk writes, and
+//! events per second through `ingest run`. Each prints one JSON line of results.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
+use leaderboard::hot::{self, ContestChanged, ContestUpdate, HotWriter};
+use leaderboard::service::config::{KafkaArgs, RedisArgs};
+use leaderboard::{ContestId, EntryId, MatchId, TeamPoints};
+use rand::{Rng, SeedableRng};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+#[derive(Debug, clap::Args)]
+pub struct NoticeLatencyArgs {
+    /// The contest to watch (already published and ingested).
+    #[arg(long)]
+    contest: ContestId,
+    /// A batter of the contest's squad; each ball gives them one run.
+    #[arg(long)]
+    batter: String,
+    /// A bowler of the contest's squad.
+    #[arg(long)]
+    bowler: String,
+    /// Balls to time.
+    #[arg(long, default_value_t = 50)]
+    balls: u32,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+/// Produces one ball at a time and waits for the contest's notice.
+pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
+    let client = redis::Client::open(args.redis.url.as_str())?;
+    let mut connection = hot::connect(&args.redis.url).await?;
+    let match_id: String = redis::cmd("HGET")
+        .arg(hot::contest_meta_key(&args.contest))
+        .arg("match_id")
+        .query_async::<Option<String>>(&mut connection)
+        .await?
+        .with_context(|| format!("contest {} is not in Redis", args.contest))?;
+    let match_id = MatchId::parse(&match_id)?;
+    let total: u64 = redis::cmd("HGET")
+        .arg(hot::contest_meta_key(&args.contest))
+        .arg("total")
+        .query_async(&mut connection)
+        .await?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub
+        .subscribe(hot::contest_channel(&args.contest))
+        .await?;
+    let mut notices = pubsub.on_message();
+    let producer: FutureProducer = ingest::kafka::producer_config(&args.kafka.brokers).create()?;
+    let mut latencies = Histogram::<u64>::new(3)?;
+    for ball in 0..args.balls {
+        let seq: u64 = redis::cmd("HGET")
+            .arg(hot::match_meta_key(&match_id))
+            .arg("seq")
+            .query_async::<Option<u64>>(&mut connection)
+            .await?
+            .unwrap_or(0)
+            + 1;
+        let event = json!({"v":1,"type":"delivery","match_id":match_id,"seq":seq,"innings":1,"over":ball / 6,
+            "delivery":{"batter":args.batter,"bowler":args.bowler,"non_striker":args.batter,
+                        "runs":{"batter":1,"extras":0,"total":1}}});
+        let payload = serde_json::to_vec(&event)?;
+        let started = Instant::now();
+        producer
+            .send(
+                FutureRecord::to(ingest::topics::MATCH_EVENTS)
+                    .key(match_id.as_str())
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(error, _)| anyhow::anyhow!("cannot produce: {error}"))?;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(60), notices.next())
+                .await
+                .context("no notice within 60 s")?
+                .context("pub/sub closed")?;
+            let notice: ContestChanged = serde_json::from_str(&message.get_payload::<String>()?)?;
+            if notice.version > 0 {
+                break;
+            }
+        }
+        latencies.record(started.elapsed().as_micros() as u64)?;
+    }
+    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{}",
+        json!({"contest": args.contest, "entries": total, "balls": args.balls,
+               "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": latencies.max() as f64 / 1000.0})
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RedisBulkArgs {
+    /// Entries in the contest written.
+    #[arg(long, default_value_t = 1_000_000)]
+    entries: usize,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+/// Writes a whole contest (sorted set, users, histogram) as a rebuild does.
+pub async fn redis_bulk(args: RedisBulkArgs) -> anyhow::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let contest_id = ContestId::parse("bulk-bench")?;
+    let ranks: Vec<(EntryId, TeamPoints)> = (0..args.entries)
+        .map(|i| {
+            Ok((
+                EntryId::parse(&format!("e{i}"))?,
+                TeamPoints(rng.random_range(0..4000)),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let update = ContestUpdate {
+        contest_id,
+        match_id: MatchId::parse("bench")?,
+        name: "bench".into(),
+        version: 1,
+        total: args.entries as u64,
+        users: Vec::new(),
+        histogram: Vec::new(),
+        ranks,
+        full: true,
+    };
+    let mut writer = HotWriter::new(hot::connect(&args.redis.url).await?, 1);
+    let started = Instant::now();
+    writer.write(&[], std::slice::from_ref(&update)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"entries": args.entries, "seconds": seconds, "zadd_members_per_second": args.entries as f64 / seconds})
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ThroughputArgs {
+    /// Cricsheet match files to replay at full speed.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+/// Replays the matches at full speed and waits until Redis shows every last seq.
+pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
+    let mut expected = Vec::new();
+    let mut events = 0;
+    for file in &args.files {
+        let parsed = CricsheetMatch::from_json(&std::fs::read_to_string(file)?)?;
+        let match_id = match_id_from_path(file)?;
+        let count = parsed.events(&match_id, None).len();
+        events += count;
+        expected.push((match_id, count as u64 - 1));
+    }
+    let started = Instant::now();
+    ingest::replay::run(&ingest::replay::ReplayArgs {
+        files: args.files.clone(),
+        speed: 0.0,
+        corrections: false,
+        seed: 0,
+        kafka: args.kafka.clone(),
+        partitions: 3,
+    })
+    .await?;
+    let produced = started.elapsed().as_secs_f64();
+    let mut connection = hot::connect(&args.redis.url).await?;
+    for (match_id, last) in &expected {
+        loop {
+            let seq: Option<u64> = redis::cmd("HGET")
+                .arg(hot::match_meta_key(match_id))
+                .arg("seq")
+                .query_async(&mut connection)
+                .await?;
+            if seq == Some(*last) {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(600),
+                "match {match_id} not applied within 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"matches": expected.len(), "events": events, "produce_seconds": produced,
+               "applied_seconds": seconds, "events_per_second": events as f64 / seconds})
+    );
+    Ok(())
+}
