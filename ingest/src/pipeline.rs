@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use leaderboard::domain::contest::{Added, ContestMessage, ContestState};
-use leaderboard::domain::event::{EventBody, MatchEvent};
+use leaderboard::domain::event::MatchEvent;
 use leaderboard::domain::ids::{ContestId, MatchId};
 use leaderboard::domain::points::TeamPoints;
 use leaderboard::domain::scoring::{Applied, MatchScorer};
@@ -209,12 +209,11 @@ impl Pipeline {
         let outcome = self.scorer(&match_id).apply(&event);
         match outcome {
             Ok(Applied::Duplicate) => self.effects.counts.duplicates += 1,
-            Ok(Applied::Changed(changed)) => {
+            Ok(Applied::Changed(_)) => {
                 self.effects.counts.applied += 1;
                 self.effects.store.match_events.push(event.clone());
-                if !changed.is_empty() || matches!(event.body, EventBody::Lineup { .. }) {
-                    self.changed_matches.insert(match_id);
-                }
+                // Even an event that moves no points moves the match's version and seq.
+                self.changed_matches.insert(match_id);
             }
             Err(error) => self.dead_letter(message, topics::MATCH_EVENTS_DLQ, error.to_string()),
         }

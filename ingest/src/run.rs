@@ -62,6 +62,11 @@ pub struct RunArgs {
     /// Kafka consumer group.
     #[arg(long, env = "KAFKA_GROUP", default_value = "ingest")]
     pub group: String,
+    /// Static group membership (`group.instance.id`): a restarted instance with
+    /// the same id takes its partitions back at once instead of waiting for
+    /// the broker to expire its old session. Give each replica a stable id.
+    #[arg(long, env = "KAFKA_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// Partitions of topics created when missing.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
     pub partitions: i32,
@@ -206,10 +211,13 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     if created.is_none() {
         return Ok(());
     }
-    let consumer: StreamConsumer<IngestContext> =
-        kafka::consumer_config(&args.kafka.brokers, &args.group)
-            .create_with_context(IngestContext)
-            .context("cannot create the Kafka consumer")?;
+    let mut consumer_config = kafka::consumer_config(&args.kafka.brokers, &args.group);
+    if let Some(instance) = &args.instance_id {
+        consumer_config.set("group.instance.id", instance);
+    }
+    let consumer: StreamConsumer<IngestContext> = consumer_config
+        .create_with_context(IngestContext)
+        .context("cannot create the Kafka consumer")?;
     consumer
         .subscribe(&[topics::MATCH_EVENTS, topics::CONTEST_ENTRIES])
         .context("cannot subscribe")?;

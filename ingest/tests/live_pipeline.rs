@@ -88,6 +88,7 @@ fn assert_redis_matches_offline(
     scorer: &MatchScorer,
     contest: &Contest,
 ) {
+    wait_for_entries(redis, contest, 60);
     let mut connection = redis.client().get_connection().unwrap();
     let points: BTreeMap<String, i64> =
         connection.hgetall(hot::match_points_key(match_id)).unwrap();
@@ -150,6 +151,18 @@ fn wait_for_match_end(redis: &Redis, match_id: &MatchId, last_seq: u64, seconds:
     let mut connection = redis.client().get_connection().unwrap();
     wait_until(seconds, "the whole match in Redis", || {
         redis_seq(&mut connection, match_id) == Some(last_seq)
+    });
+}
+
+fn wait_for_entries(redis: &Redis, contest: &Contest, seconds: u64) {
+    let mut connection = redis.client().get_connection().unwrap();
+    let key = hot::contest_meta_key(&contest.record.contest_id);
+    wait_until(seconds, "every entry in Redis", || {
+        connection
+            .hget::<_, _, Option<u64>>(&key, "total")
+            .ok()
+            .flatten()
+            == Some(contest.entries.len() as u64)
     });
 }
 
@@ -307,43 +320,45 @@ fn replayed_matches_with_corrections_and_bad_input_end_as_the_offline_score() {
     assert!(ingest.stop().success(), "SIGTERM stops ingest cleanly");
 }
 
+/// Small batches make many commit points; a static group member takes its
+/// partitions back at once after a restart.
+const STATIC_MEMBER: &[&str] = &["--batch-max", "7", "--instance-id", "ingest-0"];
+
 #[test]
 fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
     let redis = Redis::start();
     let broker = Broker::start();
     let work = tempfile::tempdir().unwrap();
+    eprintln!("WORK {}", work.path().display());
+    let work = Box::leak(Box::new(work));
     let rt = runtime();
     let (match_id, parsed, path) = load("1136600");
     let contest = make_contest("k1", &match_id, &parsed, 1_000);
     let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
 
-    let mut ingest = Some(Ingest::start(
-        &broker,
-        &redis,
-        work.path(),
-        &["--batch-max", "7"],
-    ));
+    let mut ingest = Some(Ingest::start(&broker, &redis, work.path(), STATIC_MEMBER));
     rt.block_on(ingest::contests::publish(
         &broker.brokers(),
         &contest.record,
         &contest.entries,
     ))
     .unwrap();
-    // About 250 events, one every 12 ms: the kills land all over the match.
+    // About 250 events, one every 12 ms.
     let args = replay_args(&broker, &[&path], 3000.0, false);
     let replay = rt.spawn(async move { ingest::replay::run(&args).await });
+    // Kill at six random points of the match, each as soon as Redis shows
+    // that point was applied: mid-stream, with entries still arriving too.
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
-    for kill in 0..6 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..500)));
+    let mut kill_points: Vec<u64> = (0..6).map(|_| rng.random_range(5..last_seq - 5)).collect();
+    kill_points.sort_unstable();
+    let mut connection = redis.client().get_connection().unwrap();
+    for (kill, point) in kill_points.iter().enumerate() {
+        wait_until(120, "the next kill point", || {
+            redis_seq(&mut connection, &match_id).unwrap_or(0) >= *point
+        });
         ingest.take().unwrap().kill();
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..200)));
-        ingest = Some(Ingest::start(
-            &broker,
-            &redis,
-            work.path(),
-            &["--batch-max", "7"],
-        ));
-        eprintln!("kill -9 number {} done", kill + 1);
+        eprintln!("kill -9 number {} at seq {point}", kill + 1);
+        ingest = Some(Ingest::start(&broker, &redis, work.path(), STATIC_MEMBER));
     }
     rt.block_on(replay).unwrap().unwrap();
     wait_for_match_end(&redis, &match_id, last_seq, 60);
@@ -352,7 +367,7 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
 
     // One more restart replays nothing new and changes nothing.
     ingest.take().unwrap().kill();
-    let restarted = Ingest::start(&broker, &redis, work.path(), &[]);
+    let restarted = Ingest::start(&broker, &redis, work.path(), &["--instance-id", "ingest-0"]);
     std::thread::sleep(Duration::from_millis(500));
     assert_redis_matches_offline(&redis, &match_id, &scorer, &contest);
     drop(restarted);
