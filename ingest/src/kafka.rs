@@ -36,6 +36,8 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // Hand a fetched message over at once: this is a live feed, not a bulk load.
+        .set("fetch.wait.max.ms", "10");
     config
 }
