@@ -20,12 +20,10 @@ pub struct NoticeLatencyArgs {
     /// The contest to watch (already published and ingested).
     #[arg(long)]
     contest: ContestId,
-    /// A batter of the contest's squad; each ball gives them one run.
-    #[arg(long)]
-    batter: String,
-    /// A bowler of the contest's squad.
-    #[arg(long)]
-    bowler: String,
+    /// The Cricsheet match whose players the contest's squad holds: its
+    /// lineup is published first (seq 0), then one ball at a time.
+    #[arg(long, value_name = "FILE")]
+    match_file: PathBuf,
     /// Balls to time.
     #[arg(long, default_value_t = 50)]
     balls: u32,
@@ -57,19 +55,23 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
         .await?;
     let mut notices = pubsub.on_message();
     let producer: FutureProducer = ingest::kafka::producer_config(&args.kafka.brokers).create()?;
-    let mut latencies = Histogram::<u64>::new(3)?;
+    let cricsheet = CricsheetMatch::from_json(&std::fs::read_to_string(&args.match_file)?)?;
+    let teams: Vec<&Vec<String>> = cricsheet.info.players.values().collect();
+    anyhow::ensure!(teams.len() == 2, "the match file must name two teams");
+    let lineup = json!({"v":1,"type":"lineup","match_id":match_id,"seq":0,"teams":cricsheet.info.players});
+    let mut events = vec![lineup];
     for ball in 0..args.balls {
-        let seq: u64 = redis::cmd("HGET")
-            .arg(hot::match_meta_key(&match_id))
-            .arg("seq")
-            .query_async::<Option<u64>>(&mut connection)
-            .await?
-            .unwrap_or(0)
-            + 1;
-        let event = json!({"v":1,"type":"delivery","match_id":match_id,"seq":seq,"innings":1,"over":ball / 6,
-            "delivery":{"batter":args.batter,"bowler":args.bowler,"non_striker":args.batter,
-                        "runs":{"batter":1,"extras":0,"total":1}}});
-        let payload = serde_json::to_vec(&event)?;
+        // Each ball moves one batter's and one bowler's points; the batters
+        // rotate so that every ball moves a different share of the entries.
+        let batter = &teams[0][ball as usize % teams[0].len()];
+        let bowler = &teams[1][ball as usize % teams[1].len()];
+        events.push(json!({"v":1,"type":"delivery","match_id":match_id,"seq":ball + 1,"innings":1,"over":ball / 6,
+            "delivery":{"batter":batter,"bowler":bowler,"non_striker":batter,
+                        "runs":{"batter":4,"extras":0,"total":4}}}));
+    }
+    let mut latencies = Histogram::<u64>::new(3)?;
+    for (position, event) in events.iter().enumerate() {
+        let payload = serde_json::to_vec(event)?;
         let started = Instant::now();
         producer
             .send(
@@ -90,7 +92,10 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
                 break;
             }
         }
-        latencies.record(started.elapsed().as_micros() as u64)?;
+        // The lineup only sets the scene.
+        if position > 0 {
+            latencies.record(started.elapsed().as_micros() as u64)?;
+        }
     }
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     println!(

@@ -48,6 +48,10 @@ struct ContestArgs {
     /// Contest id.
     #[arg(long, default_value = "c1")]
     contest: ContestId,
+    /// Attach the contest to this match id instead of the file's (a synthetic
+    /// match for `notice-latency`).
+    #[arg(long)]
+    match_id: Option<leaderboard::MatchId>,
     /// Entries to generate.
     #[arg(long, default_value_t = 10_000)]
     entries: usize,
@@ -79,6 +83,7 @@ async fn contest(args: ContestArgs) -> anyhow::Result<()> {
     let cricsheet =
         CricsheetMatch::from_json(&text).with_context(|| args.match_file.display().to_string())?;
     let match_id = match_id_from_path(&args.match_file)?;
+    let match_id = args.match_id.clone().unwrap_or(match_id);
     let record = ingest::contests::contest(
         &args.contest,
         &match_id,
