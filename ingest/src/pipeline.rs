@@ -10,7 +10,7 @@ use leaderboard::domain::event::MatchEvent;
 use leaderboard::domain::ids::{ContestId, MatchId};
 use leaderboard::domain::points::TeamPoints;
 use leaderboard::domain::scoring::{Applied, MatchScorer};
-use leaderboard::hot::{ContestUpdate, MatchUpdate};
+use leaderboard::hot::{encode_team, ContestUpdate, MatchUpdate};
 use leaderboard::store::{StoreBatch, StoreSnapshot};
 use leaderboard::Rules;
 
@@ -334,10 +334,12 @@ impl Pipeline {
                 ));
             }
             let mut users = Vec::with_capacity(delta.new_entries.len());
+            let mut teams = Vec::with_capacity(delta.new_entries.len());
             for &index in &delta.new_entries {
                 let entry = &state.entries[index as usize];
                 buckets.insert(state.points[index as usize]);
                 users.push((entry.entry_id.clone(), entry.user_id.clone()));
+                teams.push((entry.entry_id.clone(), encode_team(&entry.team)));
                 if !delta.moved.contains_key(&index) {
                     ranks.push((entry.entry_id.clone(), state.points[index as usize]));
                 }
@@ -350,6 +352,13 @@ impl Pipeline {
                 total: state.total(),
                 ranks,
                 users,
+                teams,
+                squad: if delta.created {
+                    state.squad.names().to_vec()
+                } else {
+                    Vec::new()
+                },
+                player_points: state.player_points().iter().map(|p| p.0).collect(),
                 histogram: buckets
                     .into_iter()
                     .map(|p| (p, state.histogram.count_of(p)))
@@ -397,6 +406,13 @@ impl Pipeline {
                     .iter()
                     .map(|e| (e.entry_id.clone(), e.user_id.clone()))
                     .collect(),
+                teams: state
+                    .entries
+                    .iter()
+                    .map(|e| (e.entry_id.clone(), encode_team(&e.team)))
+                    .collect(),
+                squad: state.squad.names().to_vec(),
+                player_points: state.player_points().iter().map(|p| p.0).collect(),
                 histogram: state.histogram.buckets().collect(),
                 full: true,
             })

@@ -35,6 +35,9 @@ fn contest_update(contest: &str, points: &[TeamPoints], version: u64) -> Contest
             .collect(),
         ranks,
         histogram: histogram.into_iter().collect(),
+        teams: Vec::new(),
+        squad: Vec::new(),
+        player_points: Vec::new(),
         full: true,
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{ContestId, EntryId, MatchId, UserId};
 use crate::domain::points::{PlayerPoints, TeamPoints};
+use crate::domain::team::{Team, TEAM_SIZE};
 
 /// Sorted-set members written per ZADD in a batched refresh.
 pub const ZADD_CHUNK: usize = 10_000;
@@ -36,6 +37,51 @@ pub fn contest_histogram_key(contest: &ContestId) -> String {
 pub fn contest_users_key(contest: &ContestId) -> String {
     format!("lb:c:{{{contest}}}:users")
 }
+pub fn contest_teams_key(contest: &ContestId) -> String {
+    format!("lb:c:{{{contest}}}:teams")
+}
+pub fn contest_squad_key(contest: &ContestId) -> String {
+    format!("lb:c:{{{contest}}}:squad")
+}
+/// The pub/sub channel told whenever a match's player points move.
+pub fn match_channel(match_id: &MatchId) -> String {
+    format!("lb:m:{{{match_id}}}:changed")
+}
+/// Every channel of the hot state, for one `PSUBSCRIBE`.
+pub const ALL_CHANGES_PATTERN: &str = "lb:*:changed";
+
+/// A team as stored: squad indexes, then the captain's and vice-captain's slots.
+pub fn encode_team(team: &Team) -> String {
+    let players: Vec<String> = team.players.iter().map(u32::to_string).collect();
+    format!(
+        "{};{};{}",
+        players.join(","),
+        team.captain,
+        team.vice_captain
+    )
+}
+
+/// The inverse of [`encode_team`]; `None` for anything malformed.
+pub fn decode_team(text: &str) -> Option<Team> {
+    let mut parts = text.split(';');
+    let players: Vec<u32> = parts
+        .next()?
+        .split(',')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let captain: u8 = parts.next()?.parse().ok()?;
+    let vice_captain: u8 = parts.next()?.parse().ok()?;
+    let players: [u32; TEAM_SIZE] = players.try_into().ok()?;
+    (usize::from(captain) < TEAM_SIZE
+        && usize::from(vice_captain) < TEAM_SIZE
+        && captain != vice_captain)
+        .then_some(Team {
+            players,
+            captain,
+            vice_captain,
+        })
+}
+
 pub fn contest_meta_key(contest: &ContestId) -> String {
     format!("lb:c:{{{contest}}}:meta")
 }
@@ -76,6 +122,12 @@ pub struct ContestUpdate {
     pub ranks: Vec<(EntryId, TeamPoints)>,
     /// Entries new to the contest.
     pub users: Vec<(EntryId, UserId)>,
+    /// Their teams, encoded by [`encode_team`].
+    pub teams: Vec<(EntryId, String)>,
+    /// The squad in index order (written with a full update).
+    pub squad: Vec<String>,
+    /// The squad's player points the contest's points were computed from.
+    pub player_points: Vec<i32>,
     /// Histogram buckets that changed: (points, count), count 0 = gone.
     pub histogram: Vec<(TeamPoints, u64)>,
     /// Replace every key of the contest (rebuild).
@@ -155,6 +207,12 @@ impl HotWriter {
                 &[("version", update.version), ("seq", update.last_seq)],
             )
             .ignore();
+            pipe.publish(
+                match_channel(&update.match_id),
+                serde_json::json!({"match_id": update.match_id, "version": update.version})
+                    .to_string(),
+            )
+            .ignore();
         }
         if !matches.is_empty() {
             pipe.query_async::<()>(&mut self.connection).await?;
@@ -176,7 +234,7 @@ impl HotWriter {
             clear_contest(&mut pipe, &update.contest_id);
         }
         add_ranks(&mut pipe, update, &update.ranks);
-        add_summary(&mut pipe, update);
+        add_summary(&mut pipe, update, true);
         pipe.query_async::<()>(&mut self.connection).await
     }
 
@@ -187,7 +245,7 @@ impl HotWriter {
         if update.full {
             clear_contest(&mut pipe, &update.contest_id);
         }
-        add_summary(&mut pipe, update);
+        add_summary(&mut pipe, update, false);
         pipe.query_async::<()>(&mut self.connection).await?;
         for chunk in update.ranks.chunks(ZADD_CHUNK * 4) {
             let mut pipe = redis::pipe();
@@ -201,7 +259,17 @@ impl HotWriter {
             }
             pipe.query_async::<()>(&mut self.connection).await?;
         }
-        Ok(())
+        // The sorted set now matches the version: pages may be served from it.
+        let mut pipe = redis::pipe();
+        pipe.hset(
+            contest_meta_key(&update.contest_id),
+            "ranks_version",
+            update.version,
+        )
+        .ignore();
+        pipe.publish(contest_channel(&update.contest_id), notice_json(update))
+            .ignore();
+        pipe.query_async::<()>(&mut self.connection).await
     }
 
     pub fn connection(&self) -> ConnectionManager {
@@ -214,6 +282,7 @@ fn clear_contest(pipe: &mut redis::Pipeline, contest: &ContestId) {
         contest_ranks_key(contest),
         contest_histogram_key(contest),
         contest_users_key(contest),
+        contest_teams_key(contest),
     ])
     .ignore();
 }
@@ -229,8 +298,10 @@ fn add_ranks(pipe: &mut redis::Pipeline, update: &ContestUpdate, ranks: &[(Entry
     }
 }
 
-/// Users, histogram, meta (with the version) and the notice, in that order.
-fn add_summary(pipe: &mut redis::Pipeline, update: &ContestUpdate) {
+/// Users, teams, histogram, meta (with the version and the player points it
+/// was computed from) and the notice, in that order. `sorted_set_done` says
+/// whether the sorted set already holds this version (`ranks_version`).
+fn add_summary(pipe: &mut redis::Pipeline, update: &ContestUpdate, sorted_set_done: bool) {
     let contest = &update.contest_id;
     for users in update.users.chunks(ZADD_CHUNK) {
         let fields: Vec<(&str, &str)> = users
@@ -239,6 +310,21 @@ fn add_summary(pipe: &mut redis::Pipeline, update: &ContestUpdate) {
             .collect();
         pipe.hset_multiple(contest_users_key(contest), &fields)
             .ignore();
+    }
+    for teams in update.teams.chunks(ZADD_CHUNK) {
+        let fields: Vec<(&str, &str)> = teams
+            .iter()
+            .map(|(e, t)| (e.as_str(), t.as_str()))
+            .collect();
+        pipe.hset_multiple(contest_teams_key(contest), &fields)
+            .ignore();
+    }
+    if !update.squad.is_empty() {
+        pipe.set(
+            contest_squad_key(contest),
+            serde_json::to_string(&update.squad).expect("names serialize"),
+        )
+        .ignore();
     }
     let (present, gone): (Vec<_>, Vec<_>) =
         update.histogram.iter().partition(|(_, count)| *count > 0);
@@ -258,22 +344,31 @@ fn add_summary(pipe: &mut redis::Pipeline, update: &ContestUpdate) {
             ("total", update.total.to_string()),
             ("match_id", update.match_id.to_string()),
             ("name", update.name.clone()),
+            (
+                "players",
+                serde_json::to_string(&update.player_points).expect("points serialize"),
+            ),
         ],
     )
     .ignore();
+    if sorted_set_done {
+        pipe.hset(contest_meta_key(contest), "ranks_version", update.version)
+            .ignore();
+    }
     pipe.sadd(match_contests_key(&update.match_id), contest.as_str())
         .ignore();
+    pipe.publish(contest_channel(contest), notice_json(update))
+        .ignore();
+}
+
+fn notice_json(update: &ContestUpdate) -> String {
     let notice = ContestChanged {
-        contest_id: contest.clone(),
+        contest_id: update.contest_id.clone(),
         match_id: update.match_id.clone(),
         version: update.version,
         total: update.total,
     };
-    pipe.publish(
-        contest_channel(contest),
-        serde_json::to_string(&notice).expect("notices serialize"),
-    )
-    .ignore();
+    serde_json::to_string(&notice).expect("notices serialize")
 }
 
 /// One row of a leaderboard page.
@@ -357,4 +452,33 @@ pub async fn read_match_points(
         connection.hgetall(match_points_key(match_id)).await?;
     let version: Option<u64> = connection.hget(match_meta_key(match_id), "version").await?;
     Ok((version.unwrap_or(0), points))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teams_round_trip_and_garbage_is_refused() {
+        let team = Team {
+            players: [0, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21],
+            captain: 4,
+            vice_captain: 10,
+        };
+        let text = encode_team(&team);
+        assert_eq!(text, "0,3,5,7,9,11,13,15,17,19,21;4;10");
+        assert_eq!(decode_team(&text), Some(team));
+        assert_eq!(decode_team("1,2,3;0;1"), None, "too few players");
+        assert_eq!(decode_team("0,3,5,7,9,11,13,15,17,19,21;4;4"), None, "captain is vice-captain");
+        assert_eq!(decode_team("0,3,5,7,9,11,13,15,17,19,21;11;1"), None, "slot out of range");
+        assert_eq!(decode_team("x"), None);
+    }
+
+    #[test]
+    fn keys_carry_hash_tags() {
+        let contest = ContestId::parse("c1").unwrap();
+        assert_eq!(contest_ranks_key(&contest), "lb:c:{c1}:ranks");
+        assert_eq!(contest_channel(&contest), "lb:c:{c1}:changed");
+        assert_eq!(match_points_key(&MatchId::parse("1136561").unwrap()), "lb:m:{1136561}:points");
+    }
 }

@@ -58,7 +58,8 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
     let cricsheet = CricsheetMatch::from_json(&std::fs::read_to_string(&args.match_file)?)?;
     let teams: Vec<&Vec<String>> = cricsheet.info.players.values().collect();
     anyhow::ensure!(teams.len() == 2, "the match file must name two teams");
-    let lineup = json!({"v":1,"type":"lineup","match_id":match_id,"seq":0,"teams":cricsheet.info.players});
+    let lineup =
+        json!({"v":1,"type":"lineup","match_id":match_id,"seq":0,"teams":cricsheet.info.players});
     let mut events = vec![lineup];
     for ball in 0..args.balls {
         // Each ball moves one batter's and one bowler's points; the batters
@@ -134,6 +135,9 @@ pub async fn redis_bulk(args: RedisBulkArgs) -> anyhow::Result<()> {
         version: 1,
         total: args.entries as u64,
         users: Vec::new(),
+        teams: Vec::new(),
+        squad: Vec::new(),
+        player_points: Vec::new(),
         histogram: Vec::new(),
         ranks,
         full: true,
