@@ -13,6 +13,7 @@
 //! routing, and the admin routes share one server with the API), and
 //! `prometheus` for the text exposition format the deploy's scrapers expect.
 
+pub mod api;
 pub mod domain;
 pub mod hot;
 pub mod metrics;

@@ -19,3 +19,16 @@ pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric registered once");
     counter
 });
+
+/// Reads of the hot store by the API's cache, by kind (each coalesced miss once).
+pub static BACKEND_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let counter = IntCounterVec::new(
+        Opts::new("leaderboard_backend_reads_total", "Redis reads made by the read API's cache"),
+        &["kind"],
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(counter.clone()))
+        .expect("metric registered once");
+    counter
+});

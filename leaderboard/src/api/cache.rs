@@ -1,0 +1,334 @@
+//! The per-node cache of the read API. Contest snapshots (version, histogram,
+//! the player points behind them), entry teams, pages and match players live
+//! in `moka` caches; a miss is loaded once however many requests wait for it
+//! (`try_get_with` coalesces them), and one pub/sub connection per node drops
+//! a contest or match the moment its version moves.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use moka::future::Cache;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::ids::{ContestId, EntryId, MatchId};
+use crate::domain::points::{PlayerPoints, TeamPoints};
+use crate::domain::team::Team;
+use crate::hot::{self, HotPage};
+use crate::metrics;
+
+/// A contest as one consistent read: the version, the histogram and the
+/// squad player points the histogram was computed from.
+#[derive(Debug, Clone)]
+pub struct ContestSnapshot {
+    pub contest_id: ContestId,
+    pub match_id: String,
+    pub version: u64,
+    pub ranks_version: u64,
+    pub total: u64,
+    pub player_points: Vec<PlayerPoints>,
+    /// Distinct points, highest first, with how many entries score more.
+    buckets: Vec<(TeamPoints, u64)>,
+}
+
+impl ContestSnapshot {
+    /// 1 + entries with strictly more points, by binary search: O(log distinct).
+    pub fn rank_of(&self, points: TeamPoints) -> u64 {
+        let strictly_above = self.buckets.partition_point(|(bucket, _)| *bucket > points);
+        match self.buckets.get(strictly_above) {
+            Some((_, above)) => above + 1,
+            None => self.total + 1,
+        }
+    }
+}
+
+/// An entry's owner and team; teams never change, so they are cached for good.
+#[derive(Debug, Clone)]
+pub struct EntryTeam {
+    pub user_id: String,
+    pub team: Team,
+}
+
+/// A match's live player points.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchPlayers {
+    pub match_id: String,
+    pub version: u64,
+    pub players: std::collections::BTreeMap<String, i64>,
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the hot store failed: {0}")]
+    Backend(String),
+}
+
+impl From<redis::RedisError> for ReadError {
+    fn from(error: redis::RedisError) -> ReadError {
+        ReadError::Backend(error.to_string())
+    }
+}
+
+/// The node's cache in front of Redis.
+#[derive(Clone)]
+pub struct NodeCache {
+    connection: ConnectionManager,
+    contests: Cache<ContestId, Arc<ContestSnapshot>>,
+    entries: Cache<(ContestId, EntryId), Arc<EntryTeam>>,
+    pages: Cache<(ContestId, u64, usize, usize), Arc<HotPage>>,
+    positions: Cache<(ContestId, u64, EntryId), u64>,
+    matches: Cache<MatchId, Arc<MatchPlayers>>,
+    backend_reads: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for NodeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCache")
+            .field("backend_reads", &self.backend_reads())
+            .finish()
+    }
+}
+
+impl NodeCache {
+    /// `max_staleness` bounds how long a snapshot lives should a notice be lost.
+    pub fn new(connection: ConnectionManager, max_staleness: Duration) -> NodeCache {
+        NodeCache {
+            connection,
+            contests: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(max_staleness)
+                .build(),
+            entries: Cache::builder().max_capacity(5_000_000).build(),
+            pages: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            positions: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            matches: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(max_staleness)
+                .build(),
+            backend_reads: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Redis reads made so far (each coalesced miss counts once).
+    pub fn backend_reads(&self) -> u64 {
+        self.backend_reads.load(Ordering::Relaxed)
+    }
+
+    fn count_read(&self, kind: &str) {
+        self.backend_reads.fetch_add(1, Ordering::Relaxed);
+        metrics::BACKEND_READS.with_label_values(&[kind]).inc();
+    }
+
+    pub async fn contest(&self, contest_id: &ContestId) -> Result<Arc<ContestSnapshot>, ReadError> {
+        self.contests
+            .try_get_with(contest_id.clone(), self.load_contest(contest_id))
+            .await
+            .map_err(|error: Arc<ReadError>| (*error).clone())
+    }
+
+    async fn load_contest(&self, contest_id: &ContestId) -> Result<Arc<ContestSnapshot>, ReadError> {
+        self.count_read("contest");
+        let mut connection = self.connection.clone();
+        // One transaction: the version, the player points and the histogram agree.
+        let (meta, histogram): (std::collections::HashMap<String, String>, Vec<(i64, u64)>) = redis::pipe()
+            .atomic()
+            .hgetall(hot::contest_meta_key(contest_id))
+            .hgetall(hot::contest_histogram_key(contest_id))
+            .query_async(&mut connection)
+            .await?;
+        if meta.is_empty() {
+            return Err(ReadError::NotFound(format!("contest `{contest_id}` is unknown")));
+        }
+        let number = |field: &str| meta.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let player_points: Vec<i32> = meta
+            .get("players")
+            .map(|json| serde_json::from_str(json))
+            .transpose()
+            .map_err(|error| ReadError::Backend(format!("contest meta is corrupt: {error}")))?
+            .unwrap_or_default();
+        let mut histogram: Vec<(TeamPoints, u64)> =
+            histogram.into_iter().map(|(halves, count)| (TeamPoints(halves), count)).collect();
+        histogram.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut above = 0;
+        let buckets = histogram
+            .into_iter()
+            .map(|(points, count)| {
+                let bucket = (points, above);
+                above += count;
+                bucket
+            })
+            .collect();
+        Ok(Arc::new(ContestSnapshot {
+            contest_id: contest_id.clone(),
+            match_id: meta.get("match_id").cloned().unwrap_or_default(),
+            version: number("version"),
+            ranks_version: number("ranks_version"),
+            total: number("total"),
+            player_points: player_points.into_iter().map(PlayerPoints).collect(),
+            buckets,
+        }))
+    }
+
+    pub async fn entry(&self, contest_id: &ContestId, entry_id: &EntryId) -> Result<Arc<EntryTeam>, ReadError> {
+        let key = (contest_id.clone(), entry_id.clone());
+        self.entries
+            .try_get_with(key, async {
+                self.count_read("entry");
+                let mut connection = self.connection.clone();
+                let (user, team): (Option<String>, Option<String>) = redis::pipe()
+                    .hget(hot::contest_users_key(contest_id), entry_id.as_str())
+                    .hget(hot::contest_teams_key(contest_id), entry_id.as_str())
+                    .query_async(&mut connection)
+                    .await?;
+                let (Some(user_id), Some(team)) = (user, team) else {
+                    return Err(ReadError::NotFound(format!("entry `{entry_id}` is not in contest `{contest_id}`")));
+                };
+                let team = hot::decode_team(&team)
+                    .ok_or_else(|| ReadError::Backend(format!("team of entry `{entry_id}` is corrupt")))?;
+                Ok(Arc::new(EntryTeam { user_id, team }))
+            })
+            .await
+            .map_err(|error: Arc<ReadError>| (*error).clone())
+    }
+
+    /// A page of the sorted set, as of the contest's `ranks_version`.
+    pub async fn page(&self, snapshot: &ContestSnapshot, offset: usize, limit: usize) -> Result<Arc<HotPage>, ReadError> {
+        let key = (snapshot.contest_id.clone(), snapshot.ranks_version, offset, limit);
+        self.pages
+            .try_get_with(key, async {
+                self.count_read("page");
+                let mut connection = self.connection.clone();
+                let page = hot::read_page(&mut connection, &snapshot.contest_id, offset, limit)
+                    .await?
+                    .ok_or_else(|| ReadError::NotFound(format!("contest `{}` is unknown", snapshot.contest_id)))?;
+                Ok(Arc::new(page))
+            })
+            .await
+            .map_err(|error: Arc<ReadError>| (*error).clone())
+    }
+
+    /// An entry's 0-based position in the sorted set, as of `ranks_version`.
+    pub async fn position(&self, snapshot: &ContestSnapshot, entry_id: &EntryId) -> Result<u64, ReadError> {
+        let key = (snapshot.contest_id.clone(), snapshot.ranks_version, entry_id.clone());
+        self.positions
+            .try_get_with(key, async {
+                self.count_read("position");
+                let mut connection = self.connection.clone();
+                let position: Option<u64> = connection
+                    .zrevrank(hot::contest_ranks_key(&snapshot.contest_id), entry_id.as_str())
+                    .await?;
+                position.ok_or_else(|| {
+                    ReadError::NotFound(format!("entry `{entry_id}` is not in contest `{}`", snapshot.contest_id))
+                })
+            })
+            .await
+            .map_err(|error: Arc<ReadError>| (*error).clone())
+    }
+
+    pub async fn match_players(&self, match_id: &MatchId) -> Result<Arc<MatchPlayers>, ReadError> {
+        self.matches
+            .try_get_with(match_id.clone(), async {
+                self.count_read("match");
+                let mut connection = self.connection.clone();
+                let (players, version): (std::collections::BTreeMap<String, i64>, Option<u64>) = redis::pipe()
+                    .atomic()
+                    .hgetall(hot::match_points_key(match_id))
+                    .hget(hot::match_meta_key(match_id), "version")
+                    .query_async(&mut connection)
+                    .await?;
+                if players.is_empty() {
+                    return Err(ReadError::NotFound(format!("match `{match_id}` is unknown")));
+                }
+                Ok(Arc::new(MatchPlayers {
+                    match_id: match_id.to_string(),
+                    version: version.unwrap_or(0),
+                    players,
+                }))
+            })
+            .await
+            .map_err(|error: Arc<ReadError>| (*error).clone())
+    }
+
+    /// Drops what a notice on `channel` made stale.
+    pub async fn invalidate_channel(&self, channel: &str) {
+        let Some(rest) = channel.strip_prefix("lb:") else { return };
+        let Some(body) = rest.strip_suffix(":changed") else { return };
+        let (kind, id) = match body.split_once(':') {
+            Some((kind, tagged)) => (kind, tagged.trim_start_matches('{').trim_end_matches('}')),
+            None => return,
+        };
+        match kind {
+            "c" => {
+                if let Ok(contest_id) = ContestId::parse(id) {
+                    self.contests.invalidate(&contest_id).await;
+                }
+            }
+            "m" => {
+                if let Ok(match_id) = MatchId::parse(id) {
+                    self.matches.invalidate(&match_id).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets every snapshot (after a gap in notices).
+    pub fn invalidate_all(&self) {
+        self.contests.invalidate_all();
+        self.matches.invalidate_all();
+    }
+}
+
+/// Follows every change notice with one pub/sub connection until `shutdown`,
+/// reconnecting with backoff and jitter; after a gap every snapshot is dropped,
+/// since notices may have been missed.
+pub async fn follow_notices(cache: NodeCache, redis_url: String, shutdown: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let connected = async {
+            let client = redis::Client::open(redis_url.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(hot::ALL_CHANGES_PATTERN).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match connected.await {
+            Ok(mut pubsub) => {
+                delay = Duration::from_millis(100);
+                cache.invalidate_all();
+                tracing::info!("following contest and match notices");
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        message = messages.next() => match message {
+                            Some(message) => cache.invalidate_channel(message.get_channel_name()).await,
+                            None => break,
+                        },
+                    }
+                }
+                tracing::warn!("notice connection lost, reconnecting");
+            }
+            Err(error) => tracing::warn!(%error, "cannot follow notices, retrying"),
+        }
+        cache.invalidate_all();
+        let jitter = Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay + jitter) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP read API of `leaderboard serve`: leaderboard pages, an entry's
+//! rank, around an entry, and a match's players, answered from the node cache
+//! ([`cache`]) so that the common case makes no Redis round trip.
+
+pub mod cache;
+pub mod openapi;
+pub mod ratelimit;
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::domain::ids::{ContestId, EntryId, MatchId};
+use crate::domain::points::TeamPoints;
+use crate::hot::RankedEntry;
+use crate::metrics;
+use cache::{NodeCache, ReadError};
+
+/// Largest `limit` of a leaderboard page.
+pub const MAX_LIMIT: usize = 200;
+/// Largest `radius` around an entry.
+pub const MAX_RADIUS: usize = 50;
+
+/// An error as the contract shapes it: a status and `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> ApiError {
+        match error {
+            ReadError::NotFound(message) => ApiError {
+                status: StatusCode::NOT_FOUND,
+                message,
+            },
+            ReadError::Backend(message) => {
+                tracing::warn!(%message, "read failed");
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: "the leaderboard store is unavailable, retry shortly".into(),
+                }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub cache: NodeCache,
+}
+
+/// The contract's routes (without the admin routes, merged by the caller).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/contests/{contest}/leaderboard", get(leaderboard))
+        .route("/v1/contests/{contest}/entries/{entry}", get(entry_rank))
+        .route("/v1/contests/{contest}/entries/{entry}/around", get(around))
+        .route("/v1/matches/{match}/players", get(match_players))
+        .route("/v1/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such route; see /v1/openapi.json".into(),
+    }
+}
+
+fn contest_id(text: &str) -> Result<ContestId, ApiError> {
+    ContestId::parse(text).map_err(|error| ApiError::bad_request(error.to_string()))
+}
+
+fn entry_id(text: &str) -> Result<EntryId, ApiError> {
+    EntryId::parse(text).map_err(|error| ApiError::bad_request(error.to_string()))
+}
+
+/// Reads an optional integer parameter within `range`.
+fn parameter(
+    query: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ApiError> {
+    let Some(text) = query.get(name) else {
+        return Ok(default);
+    };
+    let value: usize = text
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{name} must be an integer, not `{text}`")))?;
+    if !range.contains(&value) {
+        return Err(ApiError::bad_request(format!(
+            "{name} must be between {} and {}, not {value}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(value)
+}
+
+/// A page of the leaderboard (the contract's shape).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LeaderboardPage {
+    pub contest_id: String,
+    pub match_id: String,
+    pub version: u64,
+    pub total: u64,
+    pub entries: Vec<RankedRow>,
+}
+
+/// One ranked entry.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RankedRow {
+    pub rank: u64,
+    pub entry_id: String,
+    pub user_id: String,
+    #[schema(value_type = f64)]
+    pub points: TeamPoints,
+}
+
+impl From<&RankedEntry> for RankedRow {
+    fn from(row: &RankedEntry) -> RankedRow {
+        RankedRow {
+            rank: row.rank,
+            entry_id: row.entry_id.clone(),
+            user_id: row.user_id.clone(),
+            points: row.points,
+        }
+    }
+}
+
+/// One entry's rank.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EntryRank {
+    pub contest_id: String,
+    pub entry_id: String,
+    pub user_id: String,
+    pub rank: u64,
+    #[schema(value_type = f64)]
+    pub points: TeamPoints,
+    pub total: u64,
+    pub version: u64,
+}
+
+fn json_response<T: Serialize>(route: &'static str, body: &T) -> Response {
+    metrics::HTTP_REQUESTS.with_label_values(&[route, "200"]).inc();
+    ([(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response()
+}
+
+/// `GET /v1/contests/{contest}/leaderboard?offset=0&limit=50`
+#[utoipa::path(get, path = "/v1/contests/{contest}/leaderboard",
+    params(("contest" = String, Path), ("offset" = Option<usize>, Query), ("limit" = Option<usize>, Query, description = "1-200, default 50")),
+    responses((status = 200, body = LeaderboardPage), (status = 400), (status = 404), (status = 429)))]
+pub async fn leaderboard(
+    State(state): State<ApiState>,
+    Path(contest): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let contest = contest_id(&contest)?;
+    let offset = parameter(&query, "offset", 0, 0..=10_000_000)?;
+    let limit = parameter(&query, "limit", 50, 1..=MAX_LIMIT)?;
+    let snapshot = state.cache.contest(&contest).await?;
+    let page = state.cache.page(&snapshot, offset, limit).await?;
+    Ok(json_response(
+        "leaderboard",
+        &LeaderboardPage {
+            contest_id: page.contest_id.clone(),
+            match_id: page.match_id.clone(),
+            version: snapshot.ranks_version,
+            total: snapshot.total,
+            entries: page.entries.iter().map(RankedRow::from).collect(),
+        },
+    ))
+}
+
+/// `GET /v1/contests/{contest}/entries/{entry}`: answered from the cached
+/// histogram and the entry's team, exactly, with no Redis round trip once both
+/// are cached.
+#[utoipa::path(get, path = "/v1/contests/{contest}/entries/{entry}",
+    params(("contest" = String, Path), ("entry" = String, Path)),
+    responses((status = 200, body = EntryRank), (status = 400), (status = 404), (status = 429)))]
+pub async fn entry_rank(
+    State(state): State<ApiState>,
+    Path((contest, entry)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let contest = contest_id(&contest)?;
+    let entry = entry_id(&entry)?;
+    let snapshot = state.cache.contest(&contest).await?;
+    let team = state.cache.entry(&contest, &entry).await?;
+    let points = team.team.points(&snapshot.player_points);
+    Ok(json_response(
+        "entry",
+        &EntryRank {
+            contest_id: contest.to_string(),
+            entry_id: entry.to_string(),
+            user_id: team.user_id.clone(),
+            rank: snapshot.rank_of(points),
+            points,
+            total: snapshot.total,
+            version: snapshot.version,
+        },
+    ))
+}
+
+/// `GET /v1/contests/{contest}/entries/{entry}/around?radius=5`
+#[utoipa::path(get, path = "/v1/contests/{contest}/entries/{entry}/around",
+    params(("contest" = String, Path), ("entry" = String, Path), ("radius" = Option<usize>, Query, description = "0-50, default 5")),
+    responses((status = 200, body = LeaderboardPage), (status = 400), (status = 404), (status = 429)))]
+pub async fn around(
+    State(state): State<ApiState>,
+    Path((contest, entry)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let contest = contest_id(&contest)?;
+    let entry = entry_id(&entry)?;
+    let radius = parameter(&query, "radius", 5, 0..=MAX_RADIUS)?;
+    let snapshot = state.cache.contest(&contest).await?;
+    let position = state.cache.position(&snapshot, &entry).await? as usize;
+    let offset = position.saturating_sub(radius);
+    let limit = position - offset + radius + 1;
+    let page = state.cache.page(&snapshot, offset, limit).await?;
+    Ok(json_response(
+        "around",
+        &LeaderboardPage {
+            contest_id: page.contest_id.clone(),
+            match_id: page.match_id.clone(),
+            version: snapshot.ranks_version,
+            total: snapshot.total,
+            entries: page.entries.iter().map(RankedRow::from).collect(),
+        },
+    ))
+}
+
+/// `GET /v1/matches/{match}/players`
+#[utoipa::path(get, path = "/v1/matches/{match}/players",
+    params(("match" = String, Path)),
+    responses((status = 200, description = "{\"match_id\",\"version\",\"players\":{name: points}}"), (status = 400), (status = 404)))]
+pub async fn match_players(State(state): State<ApiState>, Path(match_id): Path<String>) -> Result<Response, ApiError> {
+    let match_id = MatchId::parse(&match_id).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let players = state.cache.match_players(&match_id).await?;
+    Ok(json_response("players", &*players))
+}
