@@ -469,8 +469,16 @@ mod tests {
         assert_eq!(text, "0,3,5,7,9,11,13,15,17,19,21;4;10");
         assert_eq!(decode_team(&text), Some(team));
         assert_eq!(decode_team("1,2,3;0;1"), None, "too few players");
-        assert_eq!(decode_team("0,3,5,7,9,11,13,15,17,19,21;4;4"), None, "captain is vice-captain");
-        assert_eq!(decode_team("0,3,5,7,9,11,13,15,17,19,21;11;1"), None, "slot out of range");
+        assert_eq!(
+            decode_team("0,3,5,7,9,11,13,15,17,19,21;4;4"),
+            None,
+            "captain is vice-captain"
+        );
+        assert_eq!(
+            decode_team("0,3,5,7,9,11,13,15,17,19,21;11;1"),
+            None,
+            "slot out of range"
+        );
         assert_eq!(decode_team("x"), None);
     }
 
@@ -479,6 +487,9 @@ mod tests {
         let contest = ContestId::parse("c1").unwrap();
         assert_eq!(contest_ranks_key(&contest), "lb:c:{c1}:ranks");
         assert_eq!(contest_channel(&contest), "lb:c:{c1}:changed");
-        assert_eq!(match_points_key(&MatchId::parse("1136561").unwrap()), "lb:m:{1136561}:points");
+        assert_eq!(
+            match_points_key(&MatchId::parse("1136561").unwrap()),
+            "lb:m:{1136561}:points"
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! `leaderboard`: the HTTP read API of the platform.
+//! `leaderboard`: the HTTP read API of the platform, and a CLI view of a
+//! contest's live leaderboard.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use leaderboard::service::shutdown;
 use leaderboard::service::telemetry::TelemetryArgs;
-use leaderboard::service::{admin, shutdown};
 
 #[derive(Debug, Parser)]
 #[command(name = "leaderboard", version, about = "Leaderboard HTTP API: top pages, my rank, around me, match players", long_about = None)]
@@ -18,11 +19,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve HTTP. Today: the admin routes (/metrics, /healthz, /readyz); the
-    /// contest read routes arrive with the read API.
+    /// Serve the HTTP read API (leaderboards, my rank, around me, match
+    /// players, /v1/openapi.json) and /metrics, /healthz, /readyz.
     Serve(ServeArgs),
     /// Print a contest's live leaderboard from the Redis hot state.
     Top(TopArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Listen address.
+    #[arg(
+        long = "http-addr",
+        env = "HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    http_addr: SocketAddr,
+    #[command(flatten)]
+    redis: leaderboard::service::config::RedisArgs,
+    #[command(flatten)]
+    store: leaderboard::service::config::StoreArgs,
+    #[command(flatten)]
+    options: leaderboard::api::server::ServeOptions,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,17 +61,6 @@ struct TopArgs {
     redis: leaderboard::service::config::RedisArgs,
 }
 
-#[derive(Debug, clap::Args)]
-struct ServeArgs {
-    /// Listen address.
-    #[arg(
-        long = "http-addr",
-        env = "HTTP_ADDR",
-        default_value = "127.0.0.1:8080"
-    )]
-    http_addr: SocketAddr,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -62,6 +69,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Top(args) => top(args).await,
     }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+    let shutdown = shutdown::on_signals();
+    leaderboard::api::server::run(
+        listener,
+        &args.redis.url,
+        &args.store.store,
+        args.options,
+        shutdown,
+    )
+    .await
 }
 
 async fn top(args: TopArgs) -> anyhow::Result<()> {
@@ -94,21 +116,5 @@ async fn top(args: TopArgs) -> anyhow::Result<()> {
             row.points.to_string()
         );
     }
-    Ok(())
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-    let address = listener.local_addr()?;
-    // Touch the statics so /metrics lists them from the first scrape.
-    let _ = &*leaderboard::metrics::HTTP_REQUESTS;
-    let app = admin::router(leaderboard::metrics::REGISTRY.clone(), Vec::new());
-    tracing::info!(%address, "leaderboard listening");
-    admin::serve(listener, app, shutdown::on_signals())
-        .await
-        .context("http server failed")?;
-    tracing::info!("leaderboard stopped");
     Ok(())
 }

@@ -23,7 +23,10 @@ pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Reads of the hot store by the API's cache, by kind (each coalesced miss once).
 pub static BACKEND_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     let counter = IntCounterVec::new(
-        Opts::new("leaderboard_backend_reads_total", "Redis reads made by the read API's cache"),
+        Opts::new(
+            "leaderboard_backend_reads_total",
+            "Redis reads made by the read API's cache",
+        ),
         &["kind"],
     )
     .expect("valid metric");

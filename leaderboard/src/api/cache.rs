@@ -139,18 +139,24 @@ impl NodeCache {
             .map_err(|error: Arc<ReadError>| (*error).clone())
     }
 
-    async fn load_contest(&self, contest_id: &ContestId) -> Result<Arc<ContestSnapshot>, ReadError> {
+    async fn load_contest(
+        &self,
+        contest_id: &ContestId,
+    ) -> Result<Arc<ContestSnapshot>, ReadError> {
         self.count_read("contest");
         let mut connection = self.connection.clone();
         // One transaction: the version, the player points and the histogram agree.
-        let (meta, histogram): (std::collections::HashMap<String, String>, Vec<(i64, u64)>) = redis::pipe()
-            .atomic()
-            .hgetall(hot::contest_meta_key(contest_id))
-            .hgetall(hot::contest_histogram_key(contest_id))
-            .query_async(&mut connection)
-            .await?;
+        let (meta, histogram): (std::collections::HashMap<String, String>, Vec<(i64, u64)>) =
+            redis::pipe()
+                .atomic()
+                .hgetall(hot::contest_meta_key(contest_id))
+                .hgetall(hot::contest_histogram_key(contest_id))
+                .query_async(&mut connection)
+                .await?;
         if meta.is_empty() {
-            return Err(ReadError::NotFound(format!("contest `{contest_id}` is unknown")));
+            return Err(ReadError::NotFound(format!(
+                "contest `{contest_id}` is unknown"
+            )));
         }
         let number = |field: &str| meta.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
         let player_points: Vec<i32> = meta
@@ -159,9 +165,11 @@ impl NodeCache {
             .transpose()
             .map_err(|error| ReadError::Backend(format!("contest meta is corrupt: {error}")))?
             .unwrap_or_default();
-        let mut histogram: Vec<(TeamPoints, u64)> =
-            histogram.into_iter().map(|(halves, count)| (TeamPoints(halves), count)).collect();
-        histogram.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut histogram: Vec<(TeamPoints, u64)> = histogram
+            .into_iter()
+            .map(|(halves, count)| (TeamPoints(halves), count))
+            .collect();
+        histogram.sort_by_key(|bucket| std::cmp::Reverse(bucket.0));
         let mut above = 0;
         let buckets = histogram
             .into_iter()
@@ -182,7 +190,11 @@ impl NodeCache {
         }))
     }
 
-    pub async fn entry(&self, contest_id: &ContestId, entry_id: &EntryId) -> Result<Arc<EntryTeam>, ReadError> {
+    pub async fn entry(
+        &self,
+        contest_id: &ContestId,
+        entry_id: &EntryId,
+    ) -> Result<Arc<EntryTeam>, ReadError> {
         let key = (contest_id.clone(), entry_id.clone());
         self.entries
             .try_get_with(key, async {
@@ -194,10 +206,13 @@ impl NodeCache {
                     .query_async(&mut connection)
                     .await?;
                 let (Some(user_id), Some(team)) = (user, team) else {
-                    return Err(ReadError::NotFound(format!("entry `{entry_id}` is not in contest `{contest_id}`")));
+                    return Err(ReadError::NotFound(format!(
+                        "entry `{entry_id}` is not in contest `{contest_id}`"
+                    )));
                 };
-                let team = hot::decode_team(&team)
-                    .ok_or_else(|| ReadError::Backend(format!("team of entry `{entry_id}` is corrupt")))?;
+                let team = hot::decode_team(&team).ok_or_else(|| {
+                    ReadError::Backend(format!("team of entry `{entry_id}` is corrupt"))
+                })?;
                 Ok(Arc::new(EntryTeam { user_id, team }))
             })
             .await
@@ -205,15 +220,27 @@ impl NodeCache {
     }
 
     /// A page of the sorted set, as of the contest's `ranks_version`.
-    pub async fn page(&self, snapshot: &ContestSnapshot, offset: usize, limit: usize) -> Result<Arc<HotPage>, ReadError> {
-        let key = (snapshot.contest_id.clone(), snapshot.ranks_version, offset, limit);
+    pub async fn page(
+        &self,
+        snapshot: &ContestSnapshot,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Arc<HotPage>, ReadError> {
+        let key = (
+            snapshot.contest_id.clone(),
+            snapshot.ranks_version,
+            offset,
+            limit,
+        );
         self.pages
             .try_get_with(key, async {
                 self.count_read("page");
                 let mut connection = self.connection.clone();
                 let page = hot::read_page(&mut connection, &snapshot.contest_id, offset, limit)
                     .await?
-                    .ok_or_else(|| ReadError::NotFound(format!("contest `{}` is unknown", snapshot.contest_id)))?;
+                    .ok_or_else(|| {
+                        ReadError::NotFound(format!("contest `{}` is unknown", snapshot.contest_id))
+                    })?;
                 Ok(Arc::new(page))
             })
             .await
@@ -221,17 +248,31 @@ impl NodeCache {
     }
 
     /// An entry's 0-based position in the sorted set, as of `ranks_version`.
-    pub async fn position(&self, snapshot: &ContestSnapshot, entry_id: &EntryId) -> Result<u64, ReadError> {
-        let key = (snapshot.contest_id.clone(), snapshot.ranks_version, entry_id.clone());
+    pub async fn position(
+        &self,
+        snapshot: &ContestSnapshot,
+        entry_id: &EntryId,
+    ) -> Result<u64, ReadError> {
+        let key = (
+            snapshot.contest_id.clone(),
+            snapshot.ranks_version,
+            entry_id.clone(),
+        );
         self.positions
             .try_get_with(key, async {
                 self.count_read("position");
                 let mut connection = self.connection.clone();
                 let position: Option<u64> = connection
-                    .zrevrank(hot::contest_ranks_key(&snapshot.contest_id), entry_id.as_str())
+                    .zrevrank(
+                        hot::contest_ranks_key(&snapshot.contest_id),
+                        entry_id.as_str(),
+                    )
                     .await?;
                 position.ok_or_else(|| {
-                    ReadError::NotFound(format!("entry `{entry_id}` is not in contest `{}`", snapshot.contest_id))
+                    ReadError::NotFound(format!(
+                        "entry `{entry_id}` is not in contest `{}`",
+                        snapshot.contest_id
+                    ))
                 })
             })
             .await
@@ -243,14 +284,17 @@ impl NodeCache {
             .try_get_with(match_id.clone(), async {
                 self.count_read("match");
                 let mut connection = self.connection.clone();
-                let (players, version): (std::collections::BTreeMap<String, i64>, Option<u64>) = redis::pipe()
-                    .atomic()
-                    .hgetall(hot::match_points_key(match_id))
-                    .hget(hot::match_meta_key(match_id), "version")
-                    .query_async(&mut connection)
-                    .await?;
+                let (players, version): (std::collections::BTreeMap<String, i64>, Option<u64>) =
+                    redis::pipe()
+                        .atomic()
+                        .hgetall(hot::match_points_key(match_id))
+                        .hget(hot::match_meta_key(match_id), "version")
+                        .query_async(&mut connection)
+                        .await?;
                 if players.is_empty() {
-                    return Err(ReadError::NotFound(format!("match `{match_id}` is unknown")));
+                    return Err(ReadError::NotFound(format!(
+                        "match `{match_id}` is unknown"
+                    )));
                 }
                 Ok(Arc::new(MatchPlayers {
                     match_id: match_id.to_string(),
@@ -264,8 +308,12 @@ impl NodeCache {
 
     /// Drops what a notice on `channel` made stale.
     pub async fn invalidate_channel(&self, channel: &str) {
-        let Some(rest) = channel.strip_prefix("lb:") else { return };
-        let Some(body) = rest.strip_suffix(":changed") else { return };
+        let Some(rest) = channel.strip_prefix("lb:") else {
+            return;
+        };
+        let Some(body) = rest.strip_suffix(":changed") else {
+            return;
+        };
         let (kind, id) = match body.split_once(':') {
             Some((kind, tagged)) => (kind, tagged.trim_start_matches('{').trim_end_matches('}')),
             None => return,
@@ -324,7 +372,8 @@ pub async fn follow_notices(cache: NodeCache, redis_url: String, shutdown: Cance
             Err(error) => tracing::warn!(%error, "cannot follow notices, retrying"),
         }
         cache.invalidate_all();
-        let jitter = Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay + jitter) => {}

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod openapi;
 pub mod ratelimit;
+pub mod server;
 
 use std::collections::HashMap;
 
@@ -168,7 +169,9 @@ pub struct EntryRank {
 }
 
 fn json_response<T: Serialize>(route: &'static str, body: &T) -> Response {
-    metrics::HTTP_REQUESTS.with_label_values(&[route, "200"]).inc();
+    metrics::HTTP_REQUESTS
+        .with_label_values(&[route, "200"])
+        .inc();
     ([(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response()
 }
 
@@ -260,8 +263,12 @@ pub async fn around(
 #[utoipa::path(get, path = "/v1/matches/{match}/players",
     params(("match" = String, Path)),
     responses((status = 200, description = "{\"match_id\",\"version\",\"players\":{name: points}}"), (status = 400), (status = 404)))]
-pub async fn match_players(State(state): State<ApiState>, Path(match_id): Path<String>) -> Result<Response, ApiError> {
-    let match_id = MatchId::parse(&match_id).map_err(|error| ApiError::bad_request(error.to_string()))?;
+pub async fn match_players(
+    State(state): State<ApiState>,
+    Path(match_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let match_id =
+        MatchId::parse(&match_id).map_err(|error| ApiError::bad_request(error.to_string()))?;
     let players = state.cache.match_players(&match_id).await?;
     Ok(json_response("players", &*players))
 }

@@ -61,7 +61,9 @@ pub async fn limit(State(limit): State<Arc<RateLimit>>, request: Request, next: 
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            metrics::HTTP_REQUESTS.with_label_values(&["rate_limited", "429"]).inc();
+            metrics::HTTP_REQUESTS
+                .with_label_values(&["rate_limited", "429"])
+                .inc();
             let mut response = (
                 StatusCode::TOO_MANY_REQUESTS,
                 Json(json!({ "error": format!("rate limit exceeded: {} requests per second per client", limit.per_second) })),
@@ -69,7 +71,8 @@ pub async fn limit(State(limit): State<Arc<RateLimit>>, request: Request, next: 
                 .into_response();
             response.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from_str(&seconds.max(1).to_string()).expect("digits are a valid header"),
+                HeaderValue::from_str(&seconds.max(1).to_string())
+                    .expect("digits are a valid header"),
             );
             response
         }

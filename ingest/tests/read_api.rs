@@ -1,0 +1,500 @@
+//! The HTTP read API against a real Redis filled by the real pipeline: ranks
+//! equal the domain core's brute force, the cache follows version notices,
+//! concurrent misses make one backend read, the rate limit answers 429, and
+//! every error path has its status and JSON body.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest::pipeline::{Incoming, Pipeline};
+use ingest::topics;
+use leaderboard::api::cache::NodeCache;
+use leaderboard::api::server::{self, ServeOptions};
+use leaderboard::domain::contest::{ContestMessage, ContestRecord, EntryRecord};
+use leaderboard::domain::rank::ranks_by_sort;
+use leaderboard::hot::{self, HotWriter};
+use leaderboard::{ContestId, EntryId, MatchId, Rules, TeamPoints, UserId};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use support::{http, wait_until, Redis};
+use tokio_util::sync::CancellationToken;
+
+const ENTRIES: usize = 3_000;
+
+fn squad() -> BTreeMap<String, Vec<String>> {
+    let mut squad = BTreeMap::new();
+    squad.insert("A".to_owned(), (0..11).map(|i| format!("a{i}")).collect());
+    squad.insert("B".to_owned(), (0..11).map(|i| format!("b{i}")).collect());
+    squad
+}
+
+fn message(topic: &str, offset: i64, key: &str, payload: Vec<u8>) -> Incoming {
+    Incoming {
+        topic: topic.to_owned(),
+        partition: 0,
+        offset,
+        key: Some(key.as_bytes().to_vec()),
+        payload,
+    }
+}
+
+/// A contest over a 22-player squad, entries drawn from 13 players only so
+/// that many teams tie.
+fn contest_messages() -> (ContestRecord, Vec<EntryRecord>) {
+    let record = ContestRecord {
+        v: 1,
+        contest_id: ContestId::parse("c1").unwrap(),
+        match_id: MatchId::parse("m1").unwrap(),
+        name: "Mega".into(),
+        max_entries: 1_000_000,
+        squad: squad(),
+    };
+    let pool: Vec<String> = (0..7)
+        .map(|i| format!("a{i}"))
+        .chain((0..6).map(|i| format!("b{i}")))
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let entries = (0..ENTRIES)
+        .map(|n| {
+            let mut pick = pool.clone();
+            pick.shuffle(&mut rng);
+            pick.truncate(11);
+            EntryRecord {
+                v: 1,
+                contest_id: record.contest_id.clone(),
+                entry_id: EntryId::parse(&format!("e{n}")).unwrap(),
+                user_id: UserId::parse(&format!("u{}", n % 97)).unwrap(),
+                captain: pick[0].clone(),
+                vice_captain: pick[1].clone(),
+                players: pick,
+            }
+        })
+        .collect();
+    (record, entries)
+}
+
+fn ball(seq: u64, batter: &str, bowler: &str, runs: u32) -> Vec<u8> {
+    serde_json::to_vec(&json!({"v":1,"type":"delivery","match_id":"m1","seq":seq,"innings":1,"over":seq / 6,
+        "delivery":{"batter":batter,"bowler":bowler,"non_striker":"a1","runs":{"batter":runs,"extras":0,"total":runs}}}))
+    .unwrap()
+}
+
+struct Fixture {
+    redis: Redis,
+    pipeline: Pipeline,
+    writer: HotWriter,
+    entries: Vec<EntryRecord>,
+    seq: u64,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let redis = Redis::start();
+        let writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 1_000);
+        let mut fixture = Fixture {
+            redis,
+            pipeline: Pipeline::new(Arc::new(Rules::t20_classic())),
+            writer,
+            entries: Vec::new(),
+            seq: 0,
+        };
+        let (record, entries) = contest_messages();
+        fixture
+            .handle(
+                topics::CONTEST_ENTRIES,
+                ContestMessage::Contest(record).to_json(),
+            )
+            .await;
+        for entry in &entries {
+            fixture.pipeline.handle(&message(
+                topics::CONTEST_ENTRIES,
+                0,
+                "c1",
+                ContestMessage::Entry(entry.clone()).to_json(),
+            ));
+        }
+        fixture.entries = entries;
+        let lineup = serde_json::to_vec(
+            &json!({"v":1,"type":"lineup","match_id":"m1","seq":0,"teams":squad()}),
+        )
+        .unwrap();
+        fixture.handle(topics::MATCH_EVENTS, lineup).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        for _ in 0..30 {
+            let batter = format!("a{}", rng.random_range(0..7));
+            let bowler = format!("b{}", rng.random_range(0..6));
+            fixture
+                .next_ball(&batter, &bowler, rng.random_range(0..7))
+                .await;
+        }
+        fixture
+    }
+
+    async fn handle(&mut self, topic: &str, payload: Vec<u8>) {
+        self.pipeline.handle(&message(topic, 0, "c1", payload));
+        self.flush().await;
+    }
+
+    async fn flush(&mut self) {
+        let effects = self.pipeline.finish_batch();
+        self.writer
+            .write(&effects.matches, &effects.contests)
+            .await
+            .unwrap();
+    }
+
+    async fn next_ball(&mut self, batter: &str, bowler: &str, runs: u32) {
+        self.seq += 1;
+        let payload = ball(self.seq, batter, bowler, runs);
+        self.pipeline
+            .handle(&message(topics::MATCH_EVENTS, 0, "m1", payload));
+        self.flush().await;
+    }
+
+    /// (points, rank) of every entry by brute force from the domain core.
+    fn expected(&self) -> Vec<(TeamPoints, u32)> {
+        let contest = self
+            .pipeline
+            .contest(&ContestId::parse("c1").unwrap())
+            .unwrap();
+        let points = contest.points.clone();
+        let ranks = ranks_by_sort(&points);
+        points.into_iter().zip(ranks).collect()
+    }
+
+    async fn serve(&self, options: ServeOptions) -> (u16, NodeCache, CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let cache = NodeCache::new(
+            hot::connect(&self.redis.url()).await.unwrap(),
+            Duration::from_secs(60),
+        );
+        let follower = tokio::spawn(leaderboard::api::cache::follow_notices(
+            cache.clone(),
+            self.redis.url(),
+            shutdown.clone(),
+        ));
+        let app = server::app(
+            cache.clone(),
+            &self.redis.url(),
+            "file:///nonexistent",
+            &options,
+        )
+        .unwrap();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .unwrap();
+            let _ = follower.await;
+        });
+        // Let the follower subscribe before anything changes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (port, cache, shutdown)
+    }
+}
+
+async fn get(port: u16, path: &str) -> (u16, Vec<(String, String)>, Value) {
+    let path = path.to_owned();
+    let (status, headers, body) = tokio::task::spawn_blocking(move || http(port, &path))
+        .await
+        .unwrap();
+    let body = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    (status, headers, body)
+}
+
+fn points_of(value: &Value) -> TeamPoints {
+    TeamPoints::from_f64_exact(value.as_f64().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_equal_brute_force_ranks_with_many_ties() {
+    let fixture = Fixture::new().await;
+    let (port, _, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let expected = fixture.expected();
+    let distinct: std::collections::BTreeSet<_> = expected.iter().map(|(p, _)| *p).collect();
+    assert!(
+        distinct.len() < ENTRIES / 5,
+        "the fixture has many ties ({} distinct)",
+        distinct.len()
+    );
+
+    for (index, (points, rank)) in expected.iter().enumerate().step_by(7) {
+        let (status, _, body) = get(port, &format!("/v1/contests/c1/entries/e{index}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(points_of(&body["points"]), *points, "e{index}");
+        assert_eq!(body["rank"], *rank, "e{index}");
+        assert_eq!(body["total"], ENTRIES);
+        assert_eq!(body["user_id"], format!("u{}", index % 97));
+        assert_eq!(body["contest_id"], "c1");
+        assert!(body["version"].as_u64().unwrap() > 0);
+    }
+
+    let mut seen = 0;
+    for offset in (0..ENTRIES).step_by(200) {
+        let (status, _, body) = get(
+            port,
+            &format!("/v1/contests/c1/leaderboard?offset={offset}&limit=200"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["match_id"], "m1");
+        for row in body["entries"].as_array().unwrap() {
+            let index: usize = row["entry_id"].as_str().unwrap()[1..].parse().unwrap();
+            assert_eq!(row["rank"], expected[index].1, "rank of e{index}");
+            assert_eq!(points_of(&row["points"]), expected[index].0);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, ENTRIES);
+
+    let (status, _, body) = get(port, "/v1/contests/c1/entries/e10/around?radius=3").await;
+    assert_eq!(status, 200);
+    let rows = body["entries"].as_array().unwrap();
+    assert!(rows.len() <= 7 && rows.iter().any(|row| row["entry_id"] == "e10"));
+    for row in rows {
+        let index: usize = row["entry_id"].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(row["rank"], expected[index].1);
+    }
+    let (_, _, default_radius) = get(port, "/v1/contests/c1/entries/e10/around").await;
+    assert!(default_radius["entries"].as_array().unwrap().len() <= 11);
+
+    let (status, _, players) = get(port, "/v1/matches/m1/players").await;
+    assert_eq!(status, 200);
+    let scorer = fixture
+        .pipeline
+        .match_scorer(&MatchId::parse("m1").unwrap())
+        .unwrap();
+    for (name, points) in players["players"].as_object().unwrap() {
+        assert_eq!(
+            points.as_i64().unwrap(),
+            i64::from(scorer.points_of(name).0),
+            "{name}"
+        );
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_follows_version_notices() {
+    let mut fixture = Fixture::new().await;
+    let (port, cache, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let (_, _, before) = get(port, "/v1/contests/c1/entries/e1").await;
+    let reads = cache.backend_reads();
+    let (_, _, again) = get(port, "/v1/contests/c1/entries/e1").await;
+    assert_eq!(again, before);
+    assert_eq!(
+        cache.backend_reads(),
+        reads,
+        "a cached answer makes no backend read"
+    );
+
+    // e1's captain hits a six: its points move and so does the version.
+    let captain = fixture.entries[1].captain.clone();
+    fixture.next_ball(&captain, "b9", 6).await;
+    let expected = fixture.expected()[1];
+    wait_until(5, "the new version", || {
+        let body: Value =
+            serde_json::from_str(&http(port, "/v1/contests/c1/entries/e1").2).unwrap();
+        body["version"].as_u64() > before["version"].as_u64()
+    });
+    let (_, _, after) = get(port, "/v1/contests/c1/entries/e1").await;
+    assert_eq!(points_of(&after["points"]), expected.0);
+    assert_eq!(after["rank"], expected.1);
+    assert!(points_of(&after["points"]) > points_of(&before["points"]));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_misses_make_one_backend_read() {
+    let fixture = Fixture::new().await;
+    let (port, cache, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let contest = ContestId::parse("c1").unwrap();
+    let before = cache.backend_reads();
+    let lookups: Vec<_> = (0..64)
+        .map(|_| {
+            let cache = cache.clone();
+            let contest = contest.clone();
+            tokio::spawn(async move { cache.contest(&contest).await.unwrap().version })
+        })
+        .collect();
+    let versions: Vec<u64> = futures::future::join_all(lookups)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(versions.windows(2).all(|pair| pair[0] == pair[1]));
+    assert_eq!(
+        cache.backend_reads() - before,
+        1,
+        "64 concurrent misses, one read"
+    );
+
+    // The same through HTTP: 32 concurrent requests for one uncached entry.
+    let before = cache.backend_reads();
+    let requests: Vec<_> = (0..32)
+        .map(|_| tokio::task::spawn_blocking(move || http(port, "/v1/contests/c1/entries/e77").0))
+        .collect();
+    for status in futures::future::join_all(requests).await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    assert_eq!(
+        cache.backend_reads() - before,
+        1,
+        "one read of the entry's team"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let fixture = Fixture::new().await;
+    let options = ServeOptions {
+        rate_limit: 5,
+        rate_burst: 5,
+        ..ServeOptions::default()
+    };
+    let (port, _, shutdown) = fixture.serve(options).await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..12 {
+        let (status, headers, body) = get(port, "/v1/contests/c1/entries/e1").await;
+        statuses.push(status);
+        if status == 429 {
+            limited = Some((headers, body));
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    let (headers, body) = limited.expect("the sixth request is limited");
+    let retry_after: u64 = headers
+        .iter()
+        .find(|(n, _)| n == "retry-after")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert!(body["error"].as_str().unwrap().contains("rate limit"));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_path_has_its_status_and_json_body() {
+    let fixture = Fixture::new().await;
+    let (port, _, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let cases = [
+        ("/v1/contests/c%201/leaderboard", 400, "invalid contest id"),
+        (
+            "/v1/contests/c1/leaderboard?limit=0",
+            400,
+            "limit must be between 1 and 200, not 0",
+        ),
+        (
+            "/v1/contests/c1/leaderboard?limit=201",
+            400,
+            "limit must be between 1 and 200, not 201",
+        ),
+        (
+            "/v1/contests/c1/leaderboard?limit=x",
+            400,
+            "limit must be an integer, not `x`",
+        ),
+        (
+            "/v1/contests/c1/leaderboard?offset=-1",
+            400,
+            "offset must be an integer",
+        ),
+        (
+            "/v1/contests/c1/entries/e1/around?radius=51",
+            400,
+            "radius must be between 0 and 50, not 51",
+        ),
+        ("/v1/contests/c1/entries/e%24", 400, "invalid entry id"),
+        (
+            "/v1/contests/nope/leaderboard",
+            404,
+            "contest `nope` is unknown",
+        ),
+        (
+            "/v1/contests/nope/entries/e1",
+            404,
+            "contest `nope` is unknown",
+        ),
+        (
+            "/v1/contests/c1/entries/e999999",
+            404,
+            "entry `e999999` is not in contest `c1`",
+        ),
+        (
+            "/v1/contests/c1/entries/e999999/around",
+            404,
+            "entry `e999999` is not in contest `c1`",
+        ),
+        ("/v1/matches/zz/players", 404, "match `zz` is unknown"),
+        ("/v1/nothing/here", 404, "no such route"),
+    ];
+    for (path, status, message) in cases {
+        let (got, headers, body) = get(port, path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(message),
+            "{path}: {body}"
+        );
+        assert!(
+            headers
+                .iter()
+                .any(|(n, v)| n == "content-type" && v.starts_with("application/json")),
+            "{path}"
+        );
+    }
+    let (status, _, document) = get(port, "/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    for route in [
+        "/v1/contests/{contest}/leaderboard",
+        "/v1/contests/{contest}/entries/{entry}",
+        "/v1/contests/{contest}/entries/{entry}/around",
+        "/v1/matches/{match}/players",
+    ] {
+        assert!(
+            document["paths"].get(route).is_some(),
+            "{route} missing from the OpenAPI document"
+        );
+    }
+    let (status, _, ready) = get(port, "/readyz").await;
+    assert_eq!(status, 503, "no store file: not ready");
+    assert!(ready["failing"]["store"].is_string(), "{ready}");
+    shutdown.cancel();
+}
