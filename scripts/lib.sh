@@ -37,6 +37,13 @@ ensure_redis() {
   fi
 }
 
+# curl shows the read API in the demo; wrk drives the API benchmark.
+ensure_http_tools() {
+  local missing=()
+  for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
 # Build tools for the librdkafka bundled by the rdkafka crate.
 ensure_build_tools() {
   local missing=()

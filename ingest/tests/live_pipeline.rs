@@ -271,6 +271,49 @@ fn replayed_matches_with_corrections_and_bad_input_end_as_the_offline_score() {
         &second_contest,
     );
 
+    // The read API answers every entry's rank and points exactly.
+    let api = rt.block_on(support::serve_api(&redis.url(), Default::default()));
+    let scorer = offline(&first_id, &first);
+    let squad = Squad::from_teams(&first_contest.record.squad);
+    let table = squad.points_table(|name| scorer.points_of(name));
+    let team_points: Vec<TeamPoints> = first_contest
+        .entries
+        .iter()
+        .map(|e| {
+            squad
+                .team(&e.players, &e.captain, &e.vice_captain)
+                .unwrap()
+                .points(&table)
+        })
+        .collect();
+    let ranks = ranks_by_sort(&team_points);
+    for (index, entry) in first_contest.entries.iter().enumerate().step_by(13) {
+        let (status, _, body) = support::http(
+            api.0,
+            &format!("/v1/contests/c1/entries/{}", entry.entry_id),
+        );
+        assert_eq!(status, 200, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            TeamPoints::from_f64_exact(body["points"].as_f64().unwrap()),
+            Some(team_points[index])
+        );
+        assert_eq!(body["rank"], ranks[index], "rank of {}", entry.entry_id);
+    }
+    let (status, _, top) = support::http(api.0, "/v1/contests/c1/leaderboard?limit=10");
+    assert_eq!(status, 200);
+    let top: serde_json::Value = serde_json::from_str(&top).unwrap();
+    assert_eq!(top["entries"][0]["rank"], 1);
+    assert_eq!(top["total"], 2_000);
+    let (status, _, players) = support::http(api.0, "/v1/matches/1136561/players");
+    assert_eq!(status, 200);
+    let players: serde_json::Value = serde_json::from_str(&players).unwrap();
+    assert_eq!(
+        players["players"]["HH Pandya"],
+        scorer.points_of("HH Pandya").0
+    );
+    api.2.cancel();
+
     let letters = read_dead_letters(&broker.brokers(), "contest-entries-dlq", 2);
     let reasons: Vec<&str> = letters
         .iter()

@@ -7,12 +7,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ingest::pipeline::{Incoming, Pipeline};
 use ingest::topics;
 use leaderboard::api::cache::NodeCache;
-use leaderboard::api::server::{self, ServeOptions};
+use leaderboard::api::server::ServeOptions;
 use leaderboard::domain::contest::{ContestMessage, ContestRecord, EntryRecord};
 use leaderboard::domain::rank::ranks_by_sort;
 use leaderboard::hot::{self, HotWriter};
@@ -167,39 +166,7 @@ impl Fixture {
     }
 
     async fn serve(&self, options: ServeOptions) -> (u16, NodeCache, CancellationToken) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let shutdown = CancellationToken::new();
-        let cache = NodeCache::new(
-            hot::connect(&self.redis.url()).await.unwrap(),
-            Duration::from_secs(60),
-        );
-        let follower = tokio::spawn(leaderboard::api::cache::follow_notices(
-            cache.clone(),
-            self.redis.url(),
-            shutdown.clone(),
-        ));
-        let app = server::app(
-            cache.clone(),
-            &self.redis.url(),
-            "file:///nonexistent",
-            &options,
-        )
-        .unwrap();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap();
-            let _ = follower.await;
-        });
-        // Let the follower subscribe before anything changes.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        (port, cache, shutdown)
+        support::serve_api(&self.redis.url(), options).await
     }
 }
 

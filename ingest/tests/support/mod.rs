@@ -271,3 +271,44 @@ pub fn http(port: u16, path: &str) -> (u16, Vec<(String, String)>, String) {
         .collect();
     (status, headers, body.to_owned())
 }
+
+/// `leaderboard serve`'s application on a free port, in this process:
+/// (port, its cache, the token that stops it).
+pub async fn serve_api(
+    redis_url: &str,
+    options: leaderboard::api::server::ServeOptions,
+) -> (
+    u16,
+    leaderboard::api::cache::NodeCache,
+    tokio_util::sync::CancellationToken,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let cache = leaderboard::api::cache::NodeCache::new(
+        leaderboard::hot::connect(redis_url).await.unwrap(),
+        Duration::from_secs(60),
+    );
+    let follower = tokio::spawn(leaderboard::api::cache::follow_notices(
+        cache.clone(),
+        redis_url.to_owned(),
+        shutdown.clone(),
+    ));
+    let app =
+        leaderboard::api::server::app(cache.clone(), redis_url, "file:///nonexistent", &options)
+            .unwrap();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .unwrap();
+        let _ = follower.await;
+    });
+    // Let the follower subscribe before anything changes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (port, cache, shutdown)
+}
