@@ -3,6 +3,7 @@
 //! Today: `loadtest contest` publishes a contest over a real match's squad
 //! with generated entries, which the demo and the pipeline benchmarks use.
 
+mod api_bench;
 mod latency;
 
 use std::path::PathBuf;
@@ -38,6 +39,10 @@ enum Command {
     RedisBulk(latency::RedisBulkArgs),
     /// Events per second through `ingest run`: replay matches, wait for the last seq in Redis.
     Throughput(latency::ThroughputArgs),
+    /// Write a contest of N entries and a whole real match straight into Redis (no Kafka).
+    Fill(api_bench::FillArgs),
+    /// A bare hyper server answering fixed bytes: the per-node HTTP ceiling.
+    BareServer(api_bench::BareArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +79,8 @@ async fn main() -> anyhow::Result<()> {
         Command::NoticeLatency(args) => latency::notice_latency(args).await,
         Command::RedisBulk(args) => latency::redis_bulk(args).await,
         Command::Throughput(args) => latency::throughput(args).await,
+        Command::Fill(args) => api_bench::fill(args).await,
+        Command::BareServer(args) => api_bench::bare_server(args).await,
     }
 }
 

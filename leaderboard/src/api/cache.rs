@@ -21,6 +21,19 @@ use crate::domain::team::Team;
 use crate::hot::{self, HotPage};
 use crate::metrics;
 
+static ROUND_TRIP_RANK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+        if not score then return {false, 0, false, false, false} end
+        local above = redis.call('ZCOUNT', KEYS[1], '(' .. score, '+inf')
+        local user = redis.call('HGET', KEYS[2], ARGV[1])
+        local meta = redis.call('HMGET', KEYS[3], 'version', 'total')
+        return {score, above, user, meta[1], meta[2]}
+        ",
+    )
+});
+
 /// A contest as one consistent read: the version, the histogram and the
 /// squad player points the histogram was computed from.
 #[derive(Debug, Clone)]
@@ -304,6 +317,58 @@ impl NodeCache {
             })
             .await
             .map_err(|error: Arc<ReadError>| (*error).clone())
+    }
+
+    /// The benchmark baseline: an entry's rank in one Redis round trip (a Lua
+    /// script: ZSCORE, ZCOUNT above it, the user and the meta), no cache.
+    pub async fn entry_rank_round_trip(
+        &self,
+        contest_id: &ContestId,
+        entry_id: &EntryId,
+    ) -> Result<super::EntryRank, ReadError> {
+        self.count_read("round_trip");
+        let mut connection = self.connection.clone();
+        let (score, above, user, version, total): (
+            Option<f64>,
+            u64,
+            Option<String>,
+            Option<u64>,
+            Option<u64>,
+        ) = ROUND_TRIP_RANK
+            .key(hot::contest_ranks_key(contest_id))
+            .key(hot::contest_users_key(contest_id))
+            .key(hot::contest_meta_key(contest_id))
+            .arg(entry_id.as_str())
+            .invoke_async(&mut connection)
+            .await?;
+        let (Some(score), Some(user_id)) = (score, user) else {
+            return Err(ReadError::NotFound(format!(
+                "entry `{entry_id}` is not in contest `{contest_id}`"
+            )));
+        };
+        Ok(super::EntryRank {
+            contest_id: contest_id.to_string(),
+            entry_id: entry_id.to_string(),
+            user_id,
+            rank: above + 1,
+            points: TeamPoints::from_f64_exact(score).unwrap_or_default(),
+            total: total.unwrap_or(0),
+            version: version.unwrap_or(0),
+        })
+    }
+
+    /// The benchmark baseline: a page read from Redis on every request.
+    pub async fn page_round_trip(
+        &self,
+        contest_id: &ContestId,
+        offset: usize,
+        limit: usize,
+    ) -> Result<HotPage, ReadError> {
+        self.count_read("round_trip");
+        let mut connection = self.connection.clone();
+        hot::read_page(&mut connection, contest_id, offset, limit)
+            .await?
+            .ok_or_else(|| ReadError::NotFound(format!("contest `{contest_id}` is unknown")))
     }
 
     /// Drops what a notice on `channel` made stale.

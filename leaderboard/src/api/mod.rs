@@ -72,6 +72,8 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub cache: NodeCache,
+    /// The benchmark baseline: one Redis round trip per request, no cache.
+    pub per_request_redis: bool,
 }
 
 /// The contract's routes (without the admin routes, merged by the caller).
@@ -187,6 +189,19 @@ pub async fn leaderboard(
     let contest = contest_id(&contest)?;
     let offset = parameter(&query, "offset", 0, 0..=10_000_000)?;
     let limit = parameter(&query, "limit", 50, 1..=MAX_LIMIT)?;
+    if state.per_request_redis {
+        let page = state.cache.page_round_trip(&contest, offset, limit).await?;
+        return Ok(json_response(
+            "leaderboard",
+            &LeaderboardPage {
+                contest_id: page.contest_id.clone(),
+                match_id: page.match_id.clone(),
+                version: page.version,
+                total: page.total,
+                entries: page.entries.iter().map(RankedRow::from).collect(),
+            },
+        ));
+    }
     let snapshot = state.cache.contest(&contest).await?;
     let page = state.cache.page(&snapshot, offset, limit).await?;
     Ok(json_response(
@@ -213,6 +228,10 @@ pub async fn entry_rank(
 ) -> Result<Response, ApiError> {
     let contest = contest_id(&contest)?;
     let entry = entry_id(&entry)?;
+    if state.per_request_redis {
+        let answer = state.cache.entry_rank_round_trip(&contest, &entry).await?;
+        return Ok(json_response("entry", &answer));
+    }
     let snapshot = state.cache.contest(&contest).await?;
     let team = state.cache.entry(&contest, &entry).await?;
     let points = team.team.points(&snapshot.player_points);

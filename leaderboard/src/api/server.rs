@@ -33,6 +33,10 @@ pub struct ServeOptions {
     /// Longest a cached snapshot lives should a change notice be lost, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub max_staleness_ms: u64,
+    /// Benchmark baseline only: answer `GET …/entries/{id}` and leaderboard
+    /// pages with one Redis round trip per request, bypassing the node cache.
+    #[arg(long, hide = true)]
+    pub per_request_redis: bool,
 }
 
 impl Default for ServeOptions {
@@ -42,6 +46,7 @@ impl Default for ServeOptions {
             rate_burst: 2000,
             trust_forwarded: false,
             max_staleness_ms: 5000,
+            per_request_redis: false,
         }
     }
 }
@@ -87,7 +92,10 @@ pub fn app(
             }
         }),
     ];
-    let mut api = router(ApiState { cache });
+    let mut api = router(ApiState {
+        cache,
+        per_request_redis: options.per_request_redis,
+    });
     if let (Some(per_second), Some(burst)) = (
         NonZeroU32::new(options.rate_limit),
         NonZeroU32::new(options.rate_burst),
