@@ -164,24 +164,9 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         .with_context(|| format!("cannot listen on {}", args.http_addr))?;
     let admin_address = listener.local_addr()?;
     let redis_url = args.redis.url.clone();
-    let redis_client = redis::Client::open(redis_url.as_str())
-        .with_context(|| format!("invalid REDIS_URL {redis_url}"))?;
     let store_check = store.clone();
     let checks = vec![
-        ReadyCheck::new("redis", move || {
-            let client = redis_client.clone();
-            async move {
-                let mut connection = client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut connection)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        }),
+        ReadyCheck::redis(&redis_url)?,
         ReadyCheck::new("store", move || {
             let store = store_check.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }

@@ -80,6 +80,24 @@ fn redis_seq(connection: &mut redis::Connection, match_id: &MatchId) -> Option<u
         .flatten()
 }
 
+/// Every entry's team points and rank, by brute force from the domain core.
+fn expected_entries(contest: &Contest, scorer: &MatchScorer) -> (Vec<TeamPoints>, Vec<u32>) {
+    let squad = Squad::from_teams(&contest.record.squad);
+    let table = squad.points_table(|name| scorer.points_of(name));
+    let team_points: Vec<TeamPoints> = contest
+        .entries
+        .iter()
+        .map(|e| {
+            squad
+                .team(&e.players, &e.captain, &e.vice_captain)
+                .unwrap()
+                .points(&table)
+        })
+        .collect();
+    let ranks = ranks_by_sort(&team_points);
+    (team_points, ranks)
+}
+
 /// Player points in Redis equal the offline score, and every entry's points,
 /// rank, the histogram and the total equal the domain core's brute force.
 fn assert_redis_matches_offline(
@@ -99,19 +117,7 @@ fn assert_redis_matches_offline(
         .collect();
     assert_eq!(points, expected, "player points of match {match_id}");
 
-    let squad = Squad::from_teams(&contest.record.squad);
-    let table = squad.points_table(|name| scorer.points_of(name));
-    let team_points: Vec<TeamPoints> = contest
-        .entries
-        .iter()
-        .map(|e| {
-            squad
-                .team(&e.players, &e.captain, &e.vice_captain)
-                .unwrap()
-                .points(&table)
-        })
-        .collect();
-    let ranks = ranks_by_sort(&team_points);
+    let (team_points, ranks) = expected_entries(contest, scorer);
     let contest_id = &contest.record.contest_id;
     let stored: HashMap<String, f64> = connection
         .zrange_withscores::<_, Vec<(String, f64)>>(hot::contest_ranks_key(contest_id), 0, -1)
@@ -274,19 +280,7 @@ fn replayed_matches_with_corrections_and_bad_input_end_as_the_offline_score() {
     // The read API answers every entry's rank and points exactly.
     let api = rt.block_on(support::serve_api(&redis.url(), Default::default()));
     let scorer = offline(&first_id, &first);
-    let squad = Squad::from_teams(&first_contest.record.squad);
-    let table = squad.points_table(|name| scorer.points_of(name));
-    let team_points: Vec<TeamPoints> = first_contest
-        .entries
-        .iter()
-        .map(|e| {
-            squad
-                .team(&e.players, &e.captain, &e.vice_captain)
-                .unwrap()
-                .points(&table)
-        })
-        .collect();
-    let ranks = ranks_by_sort(&team_points);
+    let (team_points, ranks) = expected_entries(&first_contest, &scorer);
     for (index, entry) in first_contest.entries.iter().enumerate().step_by(13) {
         let (status, _, body) = support::http(
             api.0,

@@ -59,6 +59,27 @@ impl ContestSnapshot {
     }
 }
 
+/// A page serialized once, in the contract's leaderboard shape, served as bytes.
+#[derive(Debug, Clone)]
+pub struct RenderedPage {
+    pub json: bytes::Bytes,
+}
+
+impl RenderedPage {
+    pub fn render(page: &HotPage, snapshot: &ContestSnapshot) -> RenderedPage {
+        let body = super::LeaderboardPage {
+            contest_id: page.contest_id.clone(),
+            match_id: page.match_id.clone(),
+            version: snapshot.ranks_version,
+            total: snapshot.total,
+            entries: page.entries.iter().map(super::RankedRow::from).collect(),
+        };
+        RenderedPage {
+            json: serde_json::to_vec(&body).expect("pages serialize").into(),
+        }
+    }
+}
+
 /// An entry's owner and team; teams never change, so they are cached for good.
 #[derive(Debug, Clone)]
 pub struct EntryTeam {
@@ -95,7 +116,7 @@ pub struct NodeCache {
     connection: ConnectionManager,
     contests: Cache<ContestId, Arc<ContestSnapshot>>,
     entries: Cache<(ContestId, EntryId), Arc<EntryTeam>>,
-    pages: Cache<(ContestId, u64, usize, usize), Arc<HotPage>>,
+    pages: Cache<(ContestId, u64, usize, usize), Arc<RenderedPage>>,
     positions: Cache<(ContestId, u64, EntryId), u64>,
     matches: Cache<MatchId, Arc<MatchPlayers>>,
     backend_reads: Arc<AtomicU64>,
@@ -146,6 +167,9 @@ impl NodeCache {
     }
 
     pub async fn contest(&self, contest_id: &ContestId) -> Result<Arc<ContestSnapshot>, ReadError> {
+        if let Some(hit) = self.contests.get(contest_id).await {
+            return Ok(hit);
+        }
         self.contests
             .try_get_with(contest_id.clone(), self.load_contest(contest_id))
             .await
@@ -209,6 +233,9 @@ impl NodeCache {
         entry_id: &EntryId,
     ) -> Result<Arc<EntryTeam>, ReadError> {
         let key = (contest_id.clone(), entry_id.clone());
+        if let Some(hit) = self.entries.get(&key).await {
+            return Ok(hit);
+        }
         self.entries
             .try_get_with(key, async {
                 self.count_read("entry");
@@ -238,13 +265,16 @@ impl NodeCache {
         snapshot: &ContestSnapshot,
         offset: usize,
         limit: usize,
-    ) -> Result<Arc<HotPage>, ReadError> {
+    ) -> Result<Arc<RenderedPage>, ReadError> {
         let key = (
             snapshot.contest_id.clone(),
             snapshot.ranks_version,
             offset,
             limit,
         );
+        if let Some(hit) = self.pages.get(&key).await {
+            return Ok(hit);
+        }
         self.pages
             .try_get_with(key, async {
                 self.count_read("page");
@@ -254,7 +284,7 @@ impl NodeCache {
                     .ok_or_else(|| {
                         ReadError::NotFound(format!("contest `{}` is unknown", snapshot.contest_id))
                     })?;
-                Ok(Arc::new(page))
+                Ok(Arc::new(RenderedPage::render(&page, snapshot)))
             })
             .await
             .map_err(|error: Arc<ReadError>| (*error).clone())

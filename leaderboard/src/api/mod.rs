@@ -170,11 +170,36 @@ pub struct EntryRank {
     pub version: u64,
 }
 
-fn json_response<T: Serialize>(route: &'static str, body: &T) -> Response {
-    metrics::HTTP_REQUESTS
-        .with_label_values(&[route, "200"])
-        .inc();
+/// The routes, for per-route counters looked up without hashing.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Leaderboard,
+    Entry,
+    Around,
+    Players,
+}
+
+static OK_COUNTERS: std::sync::LazyLock<[prometheus::IntCounter; 4]> =
+    std::sync::LazyLock::new(|| {
+        ["leaderboard", "entry", "around", "players"]
+            .map(|route| metrics::HTTP_REQUESTS.with_label_values(&[route, "200"]))
+    });
+
+fn json_response<T: Serialize>(route: Route, body: &T) -> Response {
+    OK_COUNTERS[route as usize].inc();
     ([(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response()
+}
+
+fn bytes_response(route: Route, body: bytes::Bytes) -> Response {
+    OK_COUNTERS[route as usize].inc();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /v1/contests/{contest}/leaderboard?offset=0&limit=50`
@@ -192,7 +217,7 @@ pub async fn leaderboard(
     if state.per_request_redis {
         let page = state.cache.page_round_trip(&contest, offset, limit).await?;
         return Ok(json_response(
-            "leaderboard",
+            Route::Leaderboard,
             &LeaderboardPage {
                 contest_id: page.contest_id.clone(),
                 match_id: page.match_id.clone(),
@@ -204,16 +229,7 @@ pub async fn leaderboard(
     }
     let snapshot = state.cache.contest(&contest).await?;
     let page = state.cache.page(&snapshot, offset, limit).await?;
-    Ok(json_response(
-        "leaderboard",
-        &LeaderboardPage {
-            contest_id: page.contest_id.clone(),
-            match_id: page.match_id.clone(),
-            version: snapshot.ranks_version,
-            total: snapshot.total,
-            entries: page.entries.iter().map(RankedRow::from).collect(),
-        },
-    ))
+    Ok(bytes_response(Route::Leaderboard, page.json.clone()))
 }
 
 /// `GET /v1/contests/{contest}/entries/{entry}`: answered from the cached
@@ -230,13 +246,13 @@ pub async fn entry_rank(
     let entry = entry_id(&entry)?;
     if state.per_request_redis {
         let answer = state.cache.entry_rank_round_trip(&contest, &entry).await?;
-        return Ok(json_response("entry", &answer));
+        return Ok(json_response(Route::Entry, &answer));
     }
     let snapshot = state.cache.contest(&contest).await?;
     let team = state.cache.entry(&contest, &entry).await?;
     let points = team.team.points(&snapshot.player_points);
     Ok(json_response(
-        "entry",
+        Route::Entry,
         &EntryRank {
             contest_id: contest.to_string(),
             entry_id: entry.to_string(),
@@ -266,16 +282,7 @@ pub async fn around(
     let offset = position.saturating_sub(radius);
     let limit = position - offset + radius + 1;
     let page = state.cache.page(&snapshot, offset, limit).await?;
-    Ok(json_response(
-        "around",
-        &LeaderboardPage {
-            contest_id: page.contest_id.clone(),
-            match_id: page.match_id.clone(),
-            version: snapshot.ranks_version,
-            total: snapshot.total,
-            entries: page.entries.iter().map(RankedRow::from).collect(),
-        },
-    ))
+    Ok(bytes_response(Route::Around, page.json.clone()))
 }
 
 /// `GET /v1/matches/{match}/players`
@@ -289,5 +296,5 @@ pub async fn match_players(
     let match_id =
         MatchId::parse(&match_id).map_err(|error| ApiError::bad_request(error.to_string()))?;
     let players = state.cache.match_players(&match_id).await?;
-    Ok(json_response("players", &*players))
+    Ok(json_response(Route::Players, &*players))
 }

@@ -58,24 +58,9 @@ pub fn app(
     store: &str,
     options: &ServeOptions,
 ) -> anyhow::Result<Router> {
-    let redis_client =
-        redis::Client::open(redis_url).with_context(|| format!("invalid REDIS_URL {redis_url}"))?;
     let store_uri = StoreUri::parse(store)?;
     let checks = vec![
-        ReadyCheck::new("redis", move || {
-            let client = redis_client.clone();
-            async move {
-                let mut connection = client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut connection)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        }),
+        ReadyCheck::redis(redis_url)?,
         ReadyCheck::new("store", move || {
             let uri = store_uri.clone();
             async move {

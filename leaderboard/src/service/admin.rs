@@ -43,6 +43,27 @@ impl ReadyCheck {
     }
 }
 
+impl ReadyCheck {
+    /// Redis answers PING.
+    pub fn redis(url: &str) -> Result<ReadyCheck, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        Ok(ReadyCheck::new("redis", move || {
+            let client = client.clone();
+            async move {
+                let mut connection = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AdminState {
     registry: prometheus::Registry,
