@@ -445,3 +445,42 @@ fn a_flushed_redis_is_rebuilt_by_the_service() {
         "start-up plus two rebuilds"
     );
 }
+
+#[test]
+fn a_redis_outage_is_retried_and_the_state_rebuilt() {
+    let mut redis = Redis::start();
+    let broker = Broker::start();
+    let work = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (match_id, parsed, path) = load("1136580");
+    let contest = make_contest("o1", &match_id, &parsed, 400);
+    let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
+    let ingest = Ingest::start(&broker, &redis, work.path(), &[]);
+    rt.block_on(ingest::contests::publish(
+        &broker.brokers(),
+        &contest.record,
+        &contest.entries,
+    ))
+    .unwrap();
+    let args = replay_args(&broker, &[&path], 3000.0, false);
+    let replay = rt.spawn(async move { ingest::replay::run(&args).await });
+    {
+        let mut connection = redis.client().get_connection().unwrap();
+        wait_until(30, "the match under way", || {
+            redis_seq(&mut connection, &match_id).unwrap_or(0) > 60
+        });
+    }
+    // Redis goes away for two seconds while balls keep coming, and comes back empty.
+    redis.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    redis.restart();
+    rt.block_on(replay).unwrap().unwrap();
+    wait_for_match_end(&redis, &match_id, last_seq, 60);
+    assert_redis_matches_offline(&redis, &match_id, &offline(&match_id, &parsed), &contest);
+    let metrics = ingest.metrics();
+    assert!(
+        metrics.contains("ingest_retries_total{target=\"redis\"}"),
+        "the outage was retried:\n{metrics}"
+    );
+    assert!(ingest.stop().success(), "still running, and stops cleanly");
+}

@@ -60,6 +60,15 @@ impl Redis {
     pub fn start() -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let child = Redis::spawn(port, dir.path());
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
         let mut child = Command::new(find_binary("redis-server", "REDIS_SERVER_BIN"))
             .args([
                 "--port",
@@ -72,17 +81,24 @@ impl Redis {
                 "no",
             ])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs (scripts/test installs it)");
         wait_for_port(port, "redis-server", &mut child);
-        Redis {
-            child,
-            port,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// Kills the server (an outage: every key is lost).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts an empty server again on the same port.
+    pub fn restart(&mut self) {
+        self.child = Redis::spawn(self.port, self._dir.path());
     }
 
     pub fn url(&self) -> String {
