@@ -410,77 +410,107 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
     drop(restarted);
 }
 
+/// A running pipeline (Redis, tansu, `ingest run`) with a contest on a real
+/// match whose replay runs in the background.
+struct LiveMatch {
+    redis: Redis,
+    // Kept alive for the test's duration.
+    _broker: Broker,
+    _work: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    match_id: MatchId,
+    parsed: CricsheetMatch,
+    contest: Contest,
+    last_seq: u64,
+    ingest: Ingest,
+    replay: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl LiveMatch {
+    fn start(match_file: &str, contest_id: &str, entries: usize, speed: f64) -> LiveMatch {
+        let redis = Redis::start();
+        let broker = Broker::start();
+        let work = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let (match_id, parsed, path) = load(match_file);
+        let contest = make_contest(contest_id, &match_id, &parsed, entries);
+        let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
+        let ingest = Ingest::start(&broker, &redis, work.path(), &[]);
+        rt.block_on(ingest::contests::publish(
+            &broker.brokers(),
+            &contest.record,
+            &contest.entries,
+        ))
+        .unwrap();
+        let args = replay_args(&broker, &[&path], speed, false);
+        let replay = rt.spawn(async move { ingest::replay::run(&args).await });
+        LiveMatch {
+            redis,
+            _broker: broker,
+            _work: work,
+            rt,
+            match_id,
+            parsed,
+            contest,
+            last_seq,
+            ingest,
+            replay,
+        }
+    }
+
+    fn wait_past(&self, seq: u64) {
+        let mut connection = self.redis.client().get_connection().unwrap();
+        wait_until(30, "the match under way", || {
+            redis_seq(&mut connection, &self.match_id).unwrap_or(0) > seq
+        });
+    }
+
+    /// Waits for the replay and the whole match, then compares with `ingest score`.
+    fn finish_and_check(&mut self) {
+        let replay = std::mem::replace(&mut self.replay, self.rt.spawn(async { Ok(()) }));
+        self.rt.block_on(replay).unwrap().unwrap();
+        self.check_within(60);
+    }
+
+    fn check_within(&self, seconds: u64) {
+        wait_for_match_end(&self.redis, &self.match_id, self.last_seq, seconds);
+        let scorer = offline(&self.match_id, &self.parsed);
+        assert_redis_matches_offline(&self.redis, &self.match_id, &scorer, &self.contest);
+    }
+}
+
 #[test]
 fn a_flushed_redis_is_rebuilt_by_the_service() {
-    let redis = Redis::start();
-    let broker = Broker::start();
-    let work = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let (match_id, parsed, path) = load("1136570");
-    let contest = make_contest("f1", &match_id, &parsed, 500);
-    let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
-    let ingest = Ingest::start(&broker, &redis, work.path(), &[]);
-    rt.block_on(ingest::contests::publish(
-        &broker.brokers(),
-        &contest.record,
-        &contest.entries,
-    ))
-    .unwrap();
-    let args = replay_args(&broker, &[&path], 4000.0, false);
-    let replay = rt.spawn(async move { ingest::replay::run(&args).await });
-    let mut connection = redis.client().get_connection().unwrap();
-    wait_until(30, "the match under way", || {
-        redis_seq(&mut connection, &match_id).unwrap_or(0) > 100
-    });
+    let mut live = LiveMatch::start("1136570", "f1", 500, 4000.0);
+    live.wait_past(100);
+    let mut connection = live.redis.client().get_connection().unwrap();
     let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
-    rt.block_on(replay).unwrap().unwrap();
-    wait_for_match_end(&redis, &match_id, last_seq, 60);
-    assert_redis_matches_offline(&redis, &match_id, &offline(&match_id, &parsed), &contest);
+    live.finish_and_check();
     // A flush after the match ended is noticed with no new event at all.
     let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
-    wait_for_match_end(&redis, &match_id, last_seq, 10);
-    assert_redis_matches_offline(&redis, &match_id, &offline(&match_id, &parsed), &contest);
+    live.check_within(10);
     assert!(
-        ingest.metrics().contains("ingest_redis_rebuilds_total 3"),
+        live.ingest
+            .metrics()
+            .contains("ingest_redis_rebuilds_total 3"),
         "start-up plus two rebuilds"
     );
 }
 
 #[test]
 fn a_redis_outage_is_retried_and_the_state_rebuilt() {
-    let mut redis = Redis::start();
-    let broker = Broker::start();
-    let work = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let (match_id, parsed, path) = load("1136580");
-    let contest = make_contest("o1", &match_id, &parsed, 400);
-    let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
-    let ingest = Ingest::start(&broker, &redis, work.path(), &[]);
-    rt.block_on(ingest::contests::publish(
-        &broker.brokers(),
-        &contest.record,
-        &contest.entries,
-    ))
-    .unwrap();
-    let args = replay_args(&broker, &[&path], 3000.0, false);
-    let replay = rt.spawn(async move { ingest::replay::run(&args).await });
-    {
-        let mut connection = redis.client().get_connection().unwrap();
-        wait_until(30, "the match under way", || {
-            redis_seq(&mut connection, &match_id).unwrap_or(0) > 60
-        });
-    }
+    let mut live = LiveMatch::start("1136580", "o1", 400, 3000.0);
+    live.wait_past(60);
     // Redis goes away for two seconds while balls keep coming, and comes back empty.
-    redis.kill();
+    live.redis.kill();
     std::thread::sleep(Duration::from_secs(2));
-    redis.restart();
-    rt.block_on(replay).unwrap().unwrap();
-    wait_for_match_end(&redis, &match_id, last_seq, 60);
-    assert_redis_matches_offline(&redis, &match_id, &offline(&match_id, &parsed), &contest);
-    let metrics = ingest.metrics();
+    live.redis.restart();
+    live.finish_and_check();
+    let metrics = live.ingest.metrics();
     assert!(
         metrics.contains("ingest_retries_total{target=\"redis\"}"),
         "the outage was retried:\n{metrics}"
     );
+    let LiveMatch { ingest, .. } = live;
     assert!(ingest.stop().success(), "still running, and stops cleanly");
 }

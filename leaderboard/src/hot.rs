@@ -249,14 +249,7 @@ impl HotWriter {
         pipe.query_async::<()>(&mut self.connection).await?;
         for chunk in update.ranks.chunks(ZADD_CHUNK * 4) {
             let mut pipe = redis::pipe();
-            for members in chunk.chunks(ZADD_CHUNK) {
-                let scored: Vec<(f64, &str)> = members
-                    .iter()
-                    .map(|(e, p)| (p.as_f64(), e.as_str()))
-                    .collect();
-                pipe.zadd_multiple(contest_ranks_key(&update.contest_id), &scored)
-                    .ignore();
-            }
+            add_ranks(&mut pipe, update, chunk);
             pipe.query_async::<()>(&mut self.connection).await?;
         }
         // The sorted set now matches the version: pages may be served from it.
