@@ -8,6 +8,7 @@ pub mod ratelimit;
 pub mod server;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -77,6 +78,8 @@ pub struct ApiState {
 }
 
 /// The contract's routes (without the admin routes, merged by the caller).
+/// The state is shared behind one `Arc`: axum clones it for every request,
+/// and one reference count is cheaper than the cache's many.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/contests/{contest}/leaderboard", get(leaderboard))
@@ -85,7 +88,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/matches/{match}/players", get(match_players))
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 async fn not_found() -> ApiError {
@@ -207,7 +210,7 @@ fn bytes_response(route: Route, body: bytes::Bytes) -> Response {
     params(("contest" = String, Path), ("offset" = Option<usize>, Query), ("limit" = Option<usize>, Query, description = "1-200, default 50")),
     responses((status = 200, body = LeaderboardPage), (status = 400), (status = 404), (status = 429)))]
 pub async fn leaderboard(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     Path(contest): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -239,7 +242,7 @@ pub async fn leaderboard(
     params(("contest" = String, Path), ("entry" = String, Path)),
     responses((status = 200, body = EntryRank), (status = 400), (status = 404), (status = 429)))]
 pub async fn entry_rank(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     Path((contest, entry)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let contest = contest_id(&contest)?;
@@ -270,7 +273,7 @@ pub async fn entry_rank(
     params(("contest" = String, Path), ("entry" = String, Path), ("radius" = Option<usize>, Query, description = "0-50, default 5")),
     responses((status = 200, body = LeaderboardPage), (status = 400), (status = 404), (status = 429)))]
 pub async fn around(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     Path((contest, entry)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -290,7 +293,7 @@ pub async fn around(
     params(("match" = String, Path)),
     responses((status = 200, description = "{\"match_id\",\"version\",\"players\":{name: points}}"), (status = 400), (status = 404)))]
 pub async fn match_players(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     Path(match_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let match_id =
