@@ -315,13 +315,7 @@ pub async fn serve_api(
             .unwrap();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .unwrap();
+        leaderboard::api::server::serve_http1(listener, app, stop).await;
         let _ = follower.await;
     });
     // Let the follower subscribe before anything changes.
