@@ -428,6 +428,11 @@ impl NodeCache {
         }
     }
 
+    /// Drops a contest's snapshot: its version moved.
+    pub async fn invalidate_contest(&self, contest_id: &ContestId) {
+        self.contests.invalidate(contest_id).await;
+    }
+
     /// Forgets every snapshot (after a gap in notices).
     pub fn invalidate_all(&self) {
         self.contests.invalidate_all();

@@ -1,0 +1,417 @@
+//! The node's hub: which local clients follow which contest, and the fan-out
+//! of each new contest state to them.
+//!
+//! Shaped like mini-redis's `db.rs`: one shared state behind a short-held
+//! lock, and work done outside it. A contest with local subscribers is a
+//! *room*. When its version moves, one task per room reads the new state from
+//! Redis once, serializes it once per `top` size, and leaves it in every
+//! member's outbox; clients that follow an entry get the same bytes plus
+//! their own small `me`. Notices that arrive while a room is refreshing are
+//! folded into one more refresh (conflation at the node).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leaderboard::api::cache::{ContestSnapshot, EntryTeam, NodeCache, ReadError};
+use leaderboard::{hot, ContestId};
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use crate::metrics;
+use crate::outbox::{MyEntry, Outbox, Pending};
+use crate::protocol::{self, Kind, ProtocolError, StateBody, Subscribe, TopRow};
+
+/// What the hub asks of the node's pub/sub connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    Subscribe(ContestId),
+    Unsubscribe(ContestId),
+}
+
+/// A local client's subscription to one contest.
+#[derive(Debug, Clone)]
+struct Member {
+    outbox: Arc<Outbox>,
+    top: usize,
+    entry: Option<Follow>,
+}
+
+#[derive(Debug, Clone)]
+struct Follow {
+    entry_id: Arc<str>,
+    team: Arc<EntryTeam>,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    members: HashMap<u64, Member>,
+    /// Version last fanned out.
+    delivered: u64,
+    /// A notice (or a resync) came since the last read began.
+    stale: bool,
+    /// A refresh task runs; notices only mark the room stale.
+    refreshing: bool,
+    /// When the oldest unserved notice arrived (for the fan-out histogram).
+    noticed_at: Option<Instant>,
+}
+
+impl Room {
+    /// Marks the room stale; true when the caller must start the refresh task.
+    fn mark_stale(&mut self) -> bool {
+        self.stale = true;
+        !std::mem::replace(&mut self.refreshing, true)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    rooms: Mutex<HashMap<ContestId, Room>>,
+    cache: NodeCache,
+    connection: ConnectionManager,
+    channels: mpsc::UnboundedSender<Channel>,
+    next_session: AtomicU64,
+}
+
+/// See the module documentation. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl Hub {
+    /// A hub reading through `connection`; channel changes go to `channels`
+    /// (the pub/sub subscriber).
+    pub fn new(
+        connection: ConnectionManager,
+        max_staleness: Duration,
+        channels: mpsc::UnboundedSender<Channel>,
+    ) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                rooms: Mutex::new(HashMap::new()),
+                cache: NodeCache::new(connection.clone(), max_staleness),
+                connection,
+                channels,
+                next_session: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// A fresh id for a session.
+    pub fn session_id(&self) -> u64 {
+        self.inner.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Contests with local subscribers.
+    pub fn contests(&self) -> Vec<ContestId> {
+        self.rooms().keys().cloned().collect()
+    }
+
+    /// Redis reads made for this node's clients (each coalesced miss once).
+    pub fn backend_reads(&self) -> u64 {
+        self.inner.cache.backend_reads()
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<ContestId, Room>> {
+        self.inner.rooms.lock().expect("hub lock")
+    }
+
+    /// Adds (or replaces) a session's subscription and leaves its first state
+    /// in its outbox: a snapshot, or nothing new when `since_version` is current.
+    pub async fn subscribe(
+        &self,
+        session: u64,
+        outbox: &Arc<Outbox>,
+        request: &Subscribe,
+    ) -> Result<(), ProtocolError> {
+        let contest_id = &request.contest_id;
+        let entry = match &request.entry_id {
+            Some(entry_id) => {
+                let team = self
+                    .inner
+                    .cache
+                    .entry(contest_id, entry_id)
+                    .await
+                    .map_err(|error| read_error(error, "unknown_entry"))?;
+                Some(Follow {
+                    entry_id: Arc::from(entry_id.as_str()),
+                    team,
+                })
+            }
+            None => None,
+        };
+        let member = Member {
+            outbox: outbox.clone(),
+            top: request.top,
+            entry,
+        };
+        let new_room = {
+            let mut rooms = self.rooms();
+            let new_room = !rooms.contains_key(contest_id);
+            let room = rooms.entry(contest_id.clone()).or_default();
+            if room.members.insert(session, member.clone()).is_none() {
+                metrics::SUBSCRIPTIONS.inc();
+            }
+            new_room
+        };
+        if new_room {
+            metrics::ROOMS.inc();
+            // No notices were followed for this contest until now.
+            self.inner.cache.invalidate_contest(contest_id).await;
+            let _ = self
+                .inner
+                .channels
+                .send(Channel::Subscribe(contest_id.clone()));
+        }
+        let first = async {
+            let snapshot = self
+                .inner
+                .cache
+                .contest(contest_id)
+                .await
+                .map_err(|error| read_error(error, "unknown_contest"))?;
+            if request.since_version == Some(snapshot.version) {
+                outbox.mark_sent(contest_id, snapshot.version);
+                outbox.push_control(protocol::subscribed(contest_id.as_str(), snapshot.version));
+                return Ok(());
+            }
+            let body = self.read_state(&snapshot, member.top).await?;
+            outbox.push_state(
+                contest_id,
+                Pending {
+                    version: snapshot.version,
+                    kind: Kind::Snapshot,
+                    me: my_entry(&member, &snapshot),
+                    body: Arc::new(body),
+                },
+            );
+            Ok(())
+        };
+        let result = first.await;
+        if result.is_err() {
+            self.leave(session, contest_id);
+        }
+        result
+    }
+
+    /// Removes a session's subscription; the last one out unsubscribes the node.
+    pub fn leave(&self, session: u64, contest_id: &ContestId) {
+        let emptied = {
+            let mut rooms = self.rooms();
+            let Some(room) = rooms.get_mut(contest_id) else {
+                return;
+            };
+            if room.members.remove(&session).is_some() {
+                metrics::SUBSCRIPTIONS.dec();
+            }
+            if room.members.is_empty() {
+                rooms.remove(contest_id);
+                true
+            } else {
+                false
+            }
+        };
+        if emptied {
+            metrics::ROOMS.dec();
+            let _ = self
+                .inner
+                .channels
+                .send(Channel::Unsubscribe(contest_id.clone()));
+        }
+    }
+
+    /// A version notice: the room refreshes once, however many notices come.
+    pub fn notice(&self, contest_id: &ContestId, version: u64) {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(contest_id) else {
+            return;
+        };
+        if version == room.delivered {
+            return;
+        }
+        room.noticed_at.get_or_insert_with(Instant::now);
+        if room.mark_stale() {
+            drop(rooms);
+            self.spawn_refresh(contest_id.clone());
+        }
+    }
+
+    /// Re-reads every room (after a gap in notices); clients only get a
+    /// frame if the version moved.
+    pub fn resync(&self) {
+        self.inner.cache.invalidate_all();
+        for contest_id in self.contests() {
+            self.force(&contest_id);
+        }
+    }
+
+    /// Re-reads one room whatever its versions say (its channel was just
+    /// subscribed, so a notice may have been missed).
+    pub fn force(&self, contest_id: &ContestId) {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(contest_id) else {
+            return;
+        };
+        if room.mark_stale() {
+            drop(rooms);
+            self.spawn_refresh(contest_id.clone());
+        }
+    }
+
+    fn spawn_refresh(&self, contest_id: ContestId) {
+        let hub = self.clone();
+        tokio::spawn(async move { hub.refresh(contest_id).await });
+    }
+
+    /// Reads and fans out the room's state until no notice came during a read.
+    async fn refresh(&self, contest_id: ContestId) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.rooms().get_mut(&contest_id) {
+                Some(room) => room.stale = false,
+                None => return,
+            }
+            self.inner.cache.invalidate_contest(&contest_id).await;
+            let result = self.fan_out(&contest_id).await;
+            let failed = {
+                let mut rooms = self.rooms();
+                let Some(room) = rooms.get_mut(&contest_id) else {
+                    return;
+                };
+                match result {
+                    Ok(version) => {
+                        room.delivered = version;
+                        if let Some(noticed) = room.noticed_at.take() {
+                            metrics::FANOUT_SECONDS.observe(noticed.elapsed().as_secs_f64());
+                        }
+                        if !room.stale {
+                            room.refreshing = false;
+                            return;
+                        }
+                        None
+                    }
+                    Err(error) => {
+                        room.stale = true;
+                        Some(error)
+                    }
+                }
+            };
+            match failed {
+                None => delay = Duration::from_millis(50),
+                Some(error) => {
+                    tracing::warn!(contest = %contest_id, %error, "cannot read the contest's state, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// One read of the contest, one serialization per `top` size, one outbox
+    /// write per member. Returns the version fanned out.
+    async fn fan_out(&self, contest_id: &ContestId) -> Result<u64, ProtocolError> {
+        let snapshot = self
+            .inner
+            .cache
+            .contest(contest_id)
+            .await
+            .map_err(|error| read_error(error, "unknown_contest"))?;
+        let members: Vec<Member> = match self.rooms().get(contest_id) {
+            Some(room) => room.members.values().cloned().collect(),
+            None => return Ok(snapshot.version),
+        };
+        let largest = members.iter().map(|m| m.top).max().unwrap_or(0);
+        let rows = self.read_top(&snapshot, largest).await?;
+        let mut bodies: HashMap<usize, Arc<StateBody>> = HashMap::new();
+        for member in &members {
+            let body = bodies
+                .entry(member.top)
+                .or_insert_with(|| {
+                    let top = &rows[..member.top.min(rows.len())];
+                    Arc::new(StateBody::render(
+                        contest_id.as_str(),
+                        snapshot.version,
+                        snapshot.total,
+                        top,
+                    ))
+                })
+                .clone();
+            member.outbox.push_state(
+                contest_id,
+                Pending {
+                    version: snapshot.version,
+                    kind: Kind::Update,
+                    me: my_entry(member, &snapshot),
+                    body,
+                },
+            );
+        }
+        metrics::STATES_BUILT.inc();
+        Ok(snapshot.version)
+    }
+
+    async fn read_state(
+        &self,
+        snapshot: &ContestSnapshot,
+        top: usize,
+    ) -> Result<StateBody, ProtocolError> {
+        let rows = self.read_top(snapshot, top).await?;
+        Ok(StateBody::render(
+            snapshot.contest_id.as_str(),
+            snapshot.version,
+            snapshot.total,
+            &rows,
+        ))
+    }
+
+    async fn read_top(
+        &self,
+        snapshot: &ContestSnapshot,
+        top: usize,
+    ) -> Result<Vec<TopRow>, ProtocolError> {
+        if top == 0 {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.inner.connection.clone();
+        let page = hot::read_page(&mut connection, &snapshot.contest_id, 0, top)
+            .await
+            .map_err(|error| ProtocolError::new("unavailable", error.to_string()))?
+            .ok_or_else(|| {
+                ProtocolError::new(
+                    "unknown_contest",
+                    format!("contest `{}` is unknown", snapshot.contest_id),
+                )
+            })?;
+        Ok(page
+            .entries
+            .into_iter()
+            .map(|row| TopRow {
+                rank: row.rank,
+                entry_id: row.entry_id,
+                user_id: row.user_id,
+                points: row.points,
+            })
+            .collect())
+    }
+}
+
+/// The member's own entry, exact from the snapshot's histogram and its team.
+fn my_entry(member: &Member, snapshot: &ContestSnapshot) -> Option<MyEntry> {
+    member.entry.as_ref().map(|follow| {
+        let points = follow.team.team.points(&snapshot.player_points);
+        MyEntry {
+            entry_id: follow.entry_id.clone(),
+            rank: snapshot.rank_of(points),
+            points,
+        }
+    })
+}
+
+fn read_error(error: ReadError, not_found: &'static str) -> ProtocolError {
+    match error {
+        ReadError::NotFound(message) => ProtocolError::new(not_found, message),
+        ReadError::Backend(message) => ProtocolError::new("unavailable", message),
+    }
+}

@@ -1,0 +1,294 @@
+//! A connection's bounded outbox.
+//!
+//! The hub never writes to a socket: it leaves the newest state of each
+//! contest in the client's outbox, and the session writes when the socket
+//! takes it. A contest holds at most one pending frame (a newer state replaces
+//! an unsent one, which then goes out as a `snapshot`: the client fell behind),
+//! and the control queue (pongs, errors, acknowledgements) is bounded, so a
+//! slow client costs a fixed amount of memory and never delays anyone else.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use leaderboard::domain::points::TeamPoints;
+use leaderboard::ContestId;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::metrics;
+use crate::protocol::{Kind, Me, StateBody};
+
+/// A client's own entry, as of one state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MyEntry {
+    pub entry_id: Arc<str>,
+    pub rank: u64,
+    pub points: TeamPoints,
+}
+
+/// The newest state of one contest not yet written to the client.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub version: u64,
+    pub kind: Kind,
+    pub body: Arc<StateBody>,
+    pub me: Option<MyEntry>,
+}
+
+impl Pending {
+    /// The frame to write: the shared bytes, or the shared fields plus `me`.
+    pub fn frame(&self) -> Utf8Bytes {
+        match &self.me {
+            None => self.body.shared(self.kind),
+            Some(me) => self.body.with_me(
+                self.kind,
+                &Me {
+                    entry_id: &me.entry_id,
+                    rank: me.rank,
+                    points: me.points,
+                },
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    contest_id: ContestId,
+    /// Version of the last state written for this contest.
+    sent: Option<u64>,
+    pending: Option<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    control: VecDeque<Utf8Bytes>,
+    slots: Vec<Slot>,
+    /// Next slot to look at, so that no contest starves the others.
+    cursor: usize,
+    overflowed: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    control_limit: usize,
+}
+
+impl Outbox {
+    pub fn new(control_limit: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            control_limit,
+        }
+    }
+
+    /// Queues a control frame; past the limit the outbox is marked overflowed
+    /// and the session closes the connection.
+    pub fn push_control(&self, frame: Utf8Bytes) {
+        let mut state = self.state.lock().expect("outbox lock");
+        if state.control.len() >= self.control_limit {
+            state.overflowed = true;
+        } else {
+            state.control.push_back(frame);
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Leaves `pending` as the contest's next frame unless the client already
+    /// has it or something newer. Returns whether an unsent state was replaced.
+    pub fn push_state(&self, contest_id: &ContestId, mut pending: Pending) -> bool {
+        let mut state = self.state.lock().expect("outbox lock");
+        let index = match state.slots.iter().position(|s| &s.contest_id == contest_id) {
+            Some(index) => index,
+            None => {
+                state.slots.push(Slot {
+                    contest_id: contest_id.clone(),
+                    sent: None,
+                    pending: None,
+                });
+                state.slots.len() - 1
+            }
+        };
+        let slot = &mut state.slots[index];
+        if let Some(sent) = slot.sent {
+            if pending.version < sent || (pending.version == sent && pending.kind == Kind::Update) {
+                return false;
+            }
+        }
+        let mut conflated = false;
+        if let Some(old) = &slot.pending {
+            if old.version > pending.version {
+                return false;
+            }
+            // The client never saw `old`: what it gets instead is a snapshot.
+            if old.kind == Kind::Snapshot || old.version < pending.version {
+                pending.kind = Kind::Snapshot;
+            }
+            conflated = old.version < pending.version;
+        }
+        slot.pending = Some(pending);
+        drop(state);
+        if conflated {
+            metrics::CONFLATED.inc();
+        }
+        self.ready.notify_one();
+        conflated
+    }
+
+    /// Records that the client holds `version` without a frame (a resumed
+    /// subscription that was already up to date).
+    pub fn mark_sent(&self, contest_id: &ContestId, version: u64) {
+        let mut state = self.state.lock().expect("outbox lock");
+        match state.slots.iter_mut().find(|s| &s.contest_id == contest_id) {
+            Some(slot) => slot.sent = Some(version),
+            None => state.slots.push(Slot {
+                contest_id: contest_id.clone(),
+                sent: Some(version),
+                pending: None,
+            }),
+        }
+    }
+
+    /// Forgets a contest (unsubscribed).
+    pub fn remove(&self, contest_id: &ContestId) {
+        let mut state = self.state.lock().expect("outbox lock");
+        state.slots.retain(|s| &s.contest_id != contest_id);
+    }
+
+    /// The next frame to write: control frames first, then states in turn.
+    pub fn pop(&self) -> Option<Utf8Bytes> {
+        let mut state = self.state.lock().expect("outbox lock");
+        if let Some(frame) = state.control.pop_front() {
+            return Some(frame);
+        }
+        let count = state.slots.len();
+        for step in 0..count {
+            let index = (state.cursor + step) % count;
+            let slot = &mut state.slots[index];
+            if let Some(pending) = slot.pending.take() {
+                slot.sent = Some(pending.version);
+                state.cursor = (index + 1) % count;
+                drop(state);
+                return Some(pending.frame());
+            }
+        }
+        None
+    }
+
+    /// The version last written for a contest.
+    pub fn sent_version(&self, contest_id: &ContestId) -> Option<u64> {
+        let state = self.state.lock().expect("outbox lock");
+        state
+            .slots
+            .iter()
+            .find(|s| &s.contest_id == contest_id)
+            .and_then(|s| s.sent)
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.state.lock().expect("outbox lock").overflowed
+    }
+
+    /// Resolves when something was queued since the last call.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::TopRow;
+
+    fn state(version: u64, kind: Kind) -> Pending {
+        let top = [TopRow {
+            rank: 1,
+            entry_id: "e1".into(),
+            user_id: "u1".into(),
+            points: TeamPoints(version as i64),
+        }];
+        Pending {
+            version,
+            kind,
+            body: Arc::new(StateBody::render("c1", version, 1, &top)),
+            me: None,
+        }
+    }
+
+    fn parsed(frame: Utf8Bytes) -> serde_json::Value {
+        serde_json::from_str(frame.as_str()).unwrap()
+    }
+
+    #[test]
+    fn a_slow_client_gets_the_latest_state_as_a_snapshot() {
+        let outbox = Outbox::new(4);
+        let contest = ContestId::parse("c1").unwrap();
+        assert!(!outbox.push_state(&contest, state(1, Kind::Update)));
+        for version in 2..1000 {
+            outbox.push_state(&contest, state(version, Kind::Update));
+        }
+        let frame = parsed(outbox.pop().unwrap());
+        assert_eq!(frame["type"], "snapshot");
+        assert_eq!(frame["version"], 999);
+        assert!(
+            outbox.pop().is_none(),
+            "one frame per contest, never a backlog"
+        );
+    }
+
+    #[test]
+    fn older_or_already_sent_states_are_dropped() {
+        let outbox = Outbox::new(4);
+        let contest = ContestId::parse("c1").unwrap();
+        outbox.push_state(&contest, state(5, Kind::Snapshot));
+        outbox.push_state(&contest, state(4, Kind::Update));
+        let frame = parsed(outbox.pop().unwrap());
+        assert_eq!(
+            (frame["type"].as_str(), frame["version"].as_u64()),
+            (Some("snapshot"), Some(5))
+        );
+        outbox.push_state(&contest, state(5, Kind::Update));
+        outbox.push_state(&contest, state(3, Kind::Update));
+        assert!(outbox.pop().is_none());
+        outbox.push_state(&contest, state(6, Kind::Update));
+        assert_eq!(parsed(outbox.pop().unwrap())["type"], "update");
+        outbox.mark_sent(&contest, 9);
+        outbox.push_state(&contest, state(9, Kind::Update));
+        assert!(outbox.pop().is_none());
+    }
+
+    #[test]
+    fn control_frames_are_bounded_and_go_first() {
+        let outbox = Outbox::new(2);
+        let contest = ContestId::parse("c1").unwrap();
+        outbox.push_state(&contest, state(1, Kind::Update));
+        outbox.push_control(crate::protocol::pong());
+        outbox.push_control(crate::protocol::pong());
+        assert!(!outbox.overflowed());
+        outbox.push_control(crate::protocol::pong());
+        assert!(outbox.overflowed());
+        assert_eq!(parsed(outbox.pop().unwrap())["type"], "pong");
+        assert_eq!(parsed(outbox.pop().unwrap())["type"], "pong");
+        assert_eq!(parsed(outbox.pop().unwrap())["type"], "update");
+    }
+
+    #[test]
+    fn contests_take_turns() {
+        let outbox = Outbox::new(2);
+        let a = ContestId::parse("a").unwrap();
+        let b = ContestId::parse("b").unwrap();
+        outbox.push_state(&a, state(1, Kind::Update));
+        outbox.push_state(&b, state(1, Kind::Update));
+        outbox.pop().unwrap();
+        outbox.push_state(&a, state(2, Kind::Update));
+        // b has waited longer than a's newer state.
+        let second = parsed(outbox.pop().unwrap());
+        assert_eq!(second["version"], 1);
+        assert_eq!(parsed(outbox.pop().unwrap())["version"], 2);
+    }
+}

@@ -1,0 +1,315 @@
+//! The gateway's listener: plain HTTP/1.1 (hyper) for the web page and the
+//! admin routes, and `GET /v1/ws` upgraded to a WebSocket session.
+//!
+//! Shaped like mini-redis's `server.rs`: an accept loop, a `Semaphore` that
+//! caps connections (an upgrade past the cap gets 503), one task per
+//! connection, and a shutdown token passed in. On shutdown the node stops
+//! accepting, every session closes with 1012 ("reconnect"), and the node waits
+//! for them up to the drain timeout.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::response::IntoResponse;
+use axum::Router;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use leaderboard::service::admin::{self, ReadyCheck};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::hub::Hub;
+use crate::session::{self, SessionContext, SessionLimits};
+use crate::token::TokenSecret;
+use crate::{metrics, subscriber, web};
+
+/// Tuning and limits of `ws-gateway serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayOptions {
+    /// Connections this node accepts at once; upgrades past it get 503.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Contests one connection may follow.
+    #[arg(long, default_value_t = 16)]
+    pub max_subscriptions: usize,
+    /// Largest frame (and message) a client may send, in bytes; larger closes with 1009.
+    #[arg(long, default_value_t = 4096)]
+    pub max_frame_bytes: usize,
+    /// Requests per second one connection may send (token bucket); excess gets an error frame.
+    #[arg(long, default_value = "20")]
+    pub message_rate: NonZeroU32,
+    /// Burst of requests a connection may send at once.
+    #[arg(long, default_value = "40")]
+    pub message_burst: NonZeroU32,
+    /// Seconds between the server's pings.
+    #[arg(long, default_value_t = 30)]
+    pub heartbeat_secs: u64,
+    /// Seconds without any frame from a client before it is closed (1001).
+    #[arg(long, default_value_t = 90)]
+    pub idle_timeout_secs: u64,
+    /// Milliseconds one write may wait for a client before it is closed as stuck (1008).
+    #[arg(long, default_value_t = 10_000)]
+    pub stuck_timeout_ms: u64,
+    /// Milliseconds to wait for sessions to close on shutdown.
+    #[arg(long, default_value_t = 5_000)]
+    pub drain_timeout_ms: u64,
+    /// Read buffer of each connection, in bytes. Tungstenite's default (128 KiB,
+    /// allocated eagerly) would cost 128 KiB per idle connection.
+    #[arg(long, default_value_t = 2048)]
+    pub read_buffer_bytes: usize,
+    /// Longest a cached contest snapshot lives should a notice be lost, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub max_staleness_ms: u64,
+    /// HMAC secret for following an entry; when set, `entry_id` needs `token`.
+    #[arg(long, env = "WS_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> GatewayOptions {
+        GatewayOptions {
+            max_connections: 100_000,
+            max_subscriptions: 16,
+            max_frame_bytes: 4096,
+            message_rate: NonZeroU32::new(20).expect("non-zero"),
+            message_burst: NonZeroU32::new(40).expect("non-zero"),
+            heartbeat_secs: 30,
+            idle_timeout_secs: 90,
+            stuck_timeout_ms: 10_000,
+            drain_timeout_ms: 5_000,
+            read_buffer_bytes: 2048,
+            max_staleness_ms: 5_000,
+            token_secret: None,
+        }
+    }
+}
+
+impl GatewayOptions {
+    fn limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_subscriptions: self.max_subscriptions,
+            rate: self.message_rate,
+            burst: self.message_burst,
+            heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            stuck_timeout: Duration::from_millis(self.stuck_timeout_ms.max(1)),
+            ..SessionLimits::default()
+        }
+    }
+
+    /// Small buffers for many idle connections; frames bounded by the limit.
+    fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_bytes)
+            // Frames go out one at a time and are flushed at once.
+            .write_buffer_size(0)
+            .max_write_buffer_size(1 << 20)
+            .max_message_size(Some(self.max_frame_bytes))
+            .max_frame_size(Some(self.max_frame_bytes))
+    }
+}
+
+struct Gateway {
+    context: Arc<SessionContext>,
+    permits: Arc<Semaphore>,
+    sessions: TaskTracker,
+    websocket: WebSocketConfig,
+    routes: Router,
+}
+
+/// Serves until `shutdown`, then drains.
+pub async fn run(
+    listener: TcpListener,
+    redis_url: &str,
+    options: GatewayOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    metrics::init();
+    let connection = leaderboard::hot::connect(redis_url)
+        .await
+        .with_context(|| format!("cannot connect to Redis at {redis_url}"))?;
+    let (channels, channel_changes) = mpsc::unbounded_channel();
+    let hub = Hub::new(
+        connection,
+        Duration::from_millis(options.max_staleness_ms),
+        channels,
+    );
+    let sessions_stop = CancellationToken::new();
+    let subscriber = tokio::spawn(subscriber::run(
+        hub.clone(),
+        redis_url.to_owned(),
+        channel_changes,
+        sessions_stop.clone(),
+    ));
+    let routes = web::router().merge(admin::router(
+        leaderboard::metrics::REGISTRY.clone(),
+        vec![ReadyCheck::redis(redis_url)?],
+    ));
+    let gateway = Arc::new(Gateway {
+        context: Arc::new(SessionContext {
+            hub,
+            limits: options.limits(),
+            secret: options.token_secret.as_deref().map(TokenSecret::new),
+            shutdown: sessions_stop.clone(),
+        }),
+        permits: Arc::new(Semaphore::new(options.max_connections)),
+        sessions: TaskTracker::new(),
+        websocket: options.websocket(),
+        routes,
+    });
+    let address = listener.local_addr()?;
+    tracing::info!(%address, max_connections = options.max_connections,
+        tokens = options.token_secret.is_some(), "ws-gateway listening");
+    accept(listener, gateway.clone(), shutdown).await;
+
+    let open = gateway.sessions.len();
+    tracing::info!(
+        sessions = open,
+        "draining: telling every client to reconnect"
+    );
+    sessions_stop.cancel();
+    gateway.sessions.close();
+    let drained = tokio::time::timeout(
+        Duration::from_millis(options.drain_timeout_ms),
+        gateway.sessions.wait(),
+    )
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = gateway.sessions.len(),
+            "drain timeout: dropping the rest"
+        );
+    }
+    let _ = subscriber.await;
+    tracing::info!("ws-gateway stopped");
+    Ok(())
+}
+
+async fn accept(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    use hyper::server::conn::http1;
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, std::convert::Infallible>(gateway.handle(request).await) }
+            });
+            let connection = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
+}
+
+impl Gateway {
+    async fn handle(&self, request: Request<hyper::body::Incoming>) -> Response<Body> {
+        if request.uri().path() == "/v1/ws" {
+            return self.upgrade(request);
+        }
+        match self.routes.clone().oneshot(request.map(Body::new)).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Answers the WebSocket handshake and starts the session once hyper
+    /// hands the connection over.
+    fn upgrade(&self, mut request: Request<hyper::body::Incoming>) -> Response<Body> {
+        let headers = request.headers();
+        let has = |name: header::HeaderName, token: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|v| v.trim().eq_ignore_ascii_case(token))
+        };
+        if request.method() != hyper::Method::GET
+            || !has(header::UPGRADE, "websocket")
+            || !has(header::CONNECTION, "upgrade")
+        {
+            return refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "GET /v1/ws upgrades to a WebSocket (Connection: Upgrade, Upgrade: websocket)",
+            );
+        }
+        if headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+            return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
+        }
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            metrics::REFUSED.inc();
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this node is at its connection limit; try another",
+            );
+        };
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        let context = self.context.clone();
+        let config = self.websocket;
+        self.sessions.spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    session::run(ws, context).await;
+                }
+                Err(error) => tracing::debug!(%error, "upgrade failed"),
+            }
+            drop(permit);
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+            .body(Body::empty())
+            .expect("a valid handshake response")
+    }
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response<Body> {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}

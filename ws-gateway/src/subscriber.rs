@@ -1,0 +1,137 @@
+//! The node's one Redis pub/sub connection.
+//!
+//! It subscribes to a contest's channel when the hub opens a room and
+//! unsubscribes when the room empties, and hands every version notice to the
+//! hub. When the connection drops it reconnects with backoff and jitter,
+//! subscribes every open room again and resynchronizes them, since notices
+//! may have been missed in the gap.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use leaderboard::hot::{self, ContestChanged};
+use leaderboard::ContestId;
+use redis::aio::PubSubSink;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Channel, Hub};
+use crate::metrics;
+
+/// Follows the hub's rooms until `shutdown`.
+pub async fn run(
+    hub: Hub,
+    redis_url: String,
+    mut channels: mpsc::UnboundedReceiver<Channel>,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(100);
+    let mut first = true;
+    loop {
+        match connect(&redis_url, &hub).await {
+            Ok((mut sink, mut messages)) => {
+                delay = Duration::from_millis(100);
+                if !first {
+                    metrics::REDIS_RECONNECTS.inc();
+                    tracing::info!("pub/sub connection back; resynchronizing every contest");
+                }
+                first = false;
+                hub.resync();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        change = channels.recv() => match change {
+                            Some(change) => {
+                                if let Err(error) = apply(&mut sink, &hub, change).await {
+                                    tracing::warn!(%error, "pub/sub subscription failed");
+                                    break;
+                                }
+                            }
+                            None => return,
+                        },
+                        message = messages.next() => match message {
+                            Some(message) => on_message(&hub, &message),
+                            None => break,
+                        },
+                    }
+                }
+                tracing::warn!("pub/sub connection lost, reconnecting");
+            }
+            Err(error) => tracing::warn!(%error, "cannot reach Redis for pub/sub, retrying"),
+        }
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay + jitter) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A fresh pub/sub connection subscribed to every open room.
+async fn connect(
+    redis_url: &str,
+    hub: &Hub,
+) -> redis::RedisResult<(PubSubSink, redis::aio::PubSubStream)> {
+    let client = redis::Client::open(redis_url)?;
+    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    let channels: Vec<String> = hub.contests().iter().map(hot::contest_channel).collect();
+    if !channels.is_empty() {
+        sink.subscribe(&channels).await?;
+    }
+    Ok((sink, stream))
+}
+
+async fn apply(sink: &mut PubSubSink, hub: &Hub, change: Channel) -> redis::RedisResult<()> {
+    match change {
+        Channel::Subscribe(contest_id) => {
+            sink.subscribe(hot::contest_channel(&contest_id)).await?;
+            // A notice may have gone out between the first read and now.
+            hub.force(&contest_id);
+        }
+        Channel::Unsubscribe(contest_id) => {
+            // The room may have been opened again meanwhile.
+            if !hub.contests().contains(&contest_id) {
+                sink.unsubscribe(hot::contest_channel(&contest_id)).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn on_message(hub: &Hub, message: &redis::Msg) {
+    let payload: Result<ContestChanged, _> = serde_json::from_slice(message.get_payload_bytes());
+    match payload {
+        Ok(notice) => hub.notice(&notice.contest_id, notice.version),
+        Err(error) => {
+            // Not a notice we know: re-read the contest the channel names.
+            tracing::warn!(channel = message.get_channel_name(), %error, "unreadable notice");
+            if let Some(contest_id) = contest_of(message.get_channel_name()) {
+                hub.force(&contest_id);
+            }
+        }
+    }
+}
+
+/// `lb:c:{c1}:changed` → `c1`.
+fn contest_of(channel: &str) -> Option<ContestId> {
+    let tagged = channel.strip_prefix("lb:c:")?.strip_suffix(":changed")?;
+    ContestId::parse(tagged.trim_start_matches('{').trim_end_matches('}')).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_name_their_contest() {
+        let contest = ContestId::parse("c-9").unwrap();
+        assert_eq!(
+            contest_of(&hot::contest_channel(&contest)),
+            Some(contest.clone())
+        );
+        assert_eq!(contest_of("lb:m:{1}:changed"), None);
+        assert_eq!(contest_of("other"), None);
+    }
+}
