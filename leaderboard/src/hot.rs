@@ -227,9 +227,11 @@ impl HotWriter {
         Ok(())
     }
 
-    /// One pipeline: sorted set, histogram, users, meta, then the notice.
+    /// One transaction (MULTI/EXEC): sorted set, histogram, users, meta, then
+    /// the notice, so that a reader's transaction sees all of a version or none.
     async fn write_small(&mut self, update: &ContestUpdate) -> RedisResult<()> {
         let mut pipe = redis::pipe();
+        pipe.atomic();
         if update.full {
             clear_contest(&mut pipe, &update.contest_id);
         }
@@ -434,6 +436,47 @@ pub async fn read_page(
         total: number("total"),
         entries,
     }))
+}
+
+/// A contest's meta, histogram and top `top` rows (entry, score), read in
+/// one transaction so the rows belong to the version the meta names.
+pub type TopRead = (
+    std::collections::HashMap<String, String>,
+    Vec<(i64, u64)>,
+    Vec<(String, f64)>,
+);
+
+/// Reads [`TopRead`] and the owners of the top rows.
+pub async fn read_top(
+    connection: &mut ConnectionManager,
+    contest: &ContestId,
+    top: usize,
+) -> RedisResult<(TopRead, Vec<Option<String>>)> {
+    // ZREVRANGE 1 0 is empty: `top` 0 reads no rows.
+    let (start, stop) = if top == 0 {
+        (1, 0)
+    } else {
+        (0, top as isize - 1)
+    };
+    let (meta, histogram, rows): TopRead = redis::pipe()
+        .atomic()
+        .hgetall(contest_meta_key(contest))
+        .hgetall(contest_histogram_key(contest))
+        .zrevrange_withscores(contest_ranks_key(contest), start, stop)
+        .query_async(connection)
+        .await?;
+    let users: Vec<Option<String>> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        // Owners never change: read outside the transaction.
+        let ids: Vec<&str> = rows.iter().map(|(e, _)| e.as_str()).collect();
+        redis::cmd("HMGET")
+            .arg(contest_users_key(contest))
+            .arg(&ids)
+            .query_async(connection)
+            .await?
+    };
+    Ok(((meta, histogram, rows), users))
 }
 
 /// A match's live player points and version.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leaderboard::api::cache::{ContestSnapshot, EntryTeam, NodeCache, ReadError};
-use leaderboard::{hot, ContestId};
+use leaderboard::{hot, ContestId, TeamPoints};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
@@ -158,30 +158,29 @@ impl Hub {
         };
         if new_room {
             metrics::ROOMS.inc();
-            // No notices were followed for this contest until now.
-            self.inner.cache.invalidate_contest(contest_id).await;
             let _ = self
                 .inner
                 .channels
                 .send(Channel::Subscribe(contest_id.clone()));
         }
         let first = async {
-            let snapshot = self
-                .inner
-                .cache
-                .contest(contest_id)
-                .await
-                .map_err(|error| read_error(error, "unknown_contest"))?;
+            let (snapshot, rows) = self.read(contest_id, member.top).await?;
             if request.since_version == Some(snapshot.version) {
-                outbox.mark_sent(contest_id, snapshot.version);
+                outbox.mark_sent(contest_id, (snapshot.version, snapshot.ranks_version));
                 outbox.push_control(protocol::subscribed(contest_id.as_str(), snapshot.version));
                 return Ok(());
             }
-            let body = self.read_state(&snapshot, member.top).await?;
+            let body = StateBody::render(
+                contest_id.as_str(),
+                snapshot.version,
+                snapshot.ranks_version,
+                snapshot.total,
+                &rows,
+            );
             outbox.push_state(
                 contest_id,
                 Pending {
-                    version: snapshot.version,
+                    version: (snapshot.version, snapshot.ranks_version),
                     kind: Kind::Snapshot,
                     me: my_entry(&member, &snapshot),
                     body: Arc::new(body),
@@ -228,9 +227,9 @@ impl Hub {
         let Some(room) = rooms.get_mut(contest_id) else {
             return;
         };
-        if version == room.delivered {
-            return;
-        }
+        // Every notice is read: a large contest announces the same version
+        // twice, once for its histogram and once its sorted set caught up.
+        let _ = version;
         room.noticed_at.get_or_insert_with(Instant::now);
         if room.mark_stale() {
             drop(rooms);
@@ -273,7 +272,6 @@ impl Hub {
                 Some(room) => room.stale = false,
                 None => return,
             }
-            self.inner.cache.invalidate_contest(&contest_id).await;
             let result = self.fan_out(&contest_id).await;
             let failed = {
                 let mut rooms = self.rooms();
@@ -312,18 +310,12 @@ impl Hub {
     /// One read of the contest, one serialization per `top` size, one outbox
     /// write per member. Returns the version fanned out.
     async fn fan_out(&self, contest_id: &ContestId) -> Result<u64, ProtocolError> {
-        let snapshot = self
-            .inner
-            .cache
-            .contest(contest_id)
-            .await
-            .map_err(|error| read_error(error, "unknown_contest"))?;
         let members: Vec<Member> = match self.rooms().get(contest_id) {
             Some(room) => room.members.values().cloned().collect(),
-            None => return Ok(snapshot.version),
+            None => return Ok(0),
         };
         let largest = members.iter().map(|m| m.top).max().unwrap_or(0);
-        let rows = self.read_top(&snapshot, largest).await?;
+        let (snapshot, rows) = self.read(contest_id, largest).await?;
         let mut bodies: HashMap<usize, Arc<StateBody>> = HashMap::new();
         for member in &members {
             let body = bodies
@@ -333,6 +325,7 @@ impl Hub {
                     Arc::new(StateBody::render(
                         contest_id.as_str(),
                         snapshot.version,
+                        snapshot.ranks_version,
                         snapshot.total,
                         top,
                     ))
@@ -341,7 +334,7 @@ impl Hub {
             member.outbox.push_state(
                 contest_id,
                 Pending {
-                    version: snapshot.version,
+                    version: (snapshot.version, snapshot.ranks_version),
                     kind: Kind::Update,
                     me: my_entry(member, &snapshot),
                     body,
@@ -352,48 +345,34 @@ impl Hub {
         Ok(snapshot.version)
     }
 
-    async fn read_state(
+    /// The contest's snapshot (version, histogram, player points) and its top
+    /// `top` rows with competition ranks, from one Redis transaction.
+    async fn read(
         &self,
-        snapshot: &ContestSnapshot,
+        contest_id: &ContestId,
         top: usize,
-    ) -> Result<StateBody, ProtocolError> {
-        let rows = self.read_top(snapshot, top).await?;
-        Ok(StateBody::render(
-            snapshot.contest_id.as_str(),
-            snapshot.version,
-            snapshot.total,
-            &rows,
-        ))
-    }
-
-    async fn read_top(
-        &self,
-        snapshot: &ContestSnapshot,
-        top: usize,
-    ) -> Result<Vec<TopRow>, ProtocolError> {
-        if top == 0 {
-            return Ok(Vec::new());
-        }
+    ) -> Result<(ContestSnapshot, Vec<TopRow>), ProtocolError> {
         let mut connection = self.inner.connection.clone();
-        let page = hot::read_page(&mut connection, &snapshot.contest_id, 0, top)
+        let ((meta, histogram, rows), users) = hot::read_top(&mut connection, contest_id, top)
             .await
-            .map_err(|error| ProtocolError::new("unavailable", error.to_string()))?
-            .ok_or_else(|| {
-                ProtocolError::new(
-                    "unknown_contest",
-                    format!("contest `{}` is unknown", snapshot.contest_id),
-                )
-            })?;
-        Ok(page
-            .entries
-            .into_iter()
-            .map(|row| TopRow {
-                rank: row.rank,
-                entry_id: row.entry_id,
-                user_id: row.user_id,
-                points: row.points,
-            })
-            .collect())
+            .map_err(|error| ProtocolError::new("unavailable", error.to_string()))?;
+        let snapshot = ContestSnapshot::from_parts(contest_id, &meta, histogram)
+            .map_err(|error| read_error(error, "unknown_contest"))?;
+        let mut top_rows = Vec::with_capacity(rows.len());
+        let mut users = users.into_iter();
+        let mut rank = 1;
+        for (position, (entry_id, score)) in rows.iter().enumerate() {
+            if position > 0 && *score != rows[position - 1].1 {
+                rank = position as u64 + 1;
+            }
+            top_rows.push(TopRow {
+                rank,
+                entry_id: entry_id.clone(),
+                user_id: users.next().flatten().unwrap_or_default(),
+                points: TeamPoints::from_f64_exact(*score).unwrap_or_default(),
+            });
+        }
+        Ok((snapshot, top_rows))
     }
 }
 

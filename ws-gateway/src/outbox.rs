@@ -26,10 +26,13 @@ pub struct MyEntry {
     pub points: TeamPoints,
 }
 
+/// Orders a contest's states: (version, ranks_version).
+pub type Stamp = (u64, u64);
+
 /// The newest state of one contest not yet written to the client.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    pub version: u64,
+    pub version: Stamp,
     pub kind: Kind,
     pub body: Arc<StateBody>,
     pub me: Option<MyEntry>,
@@ -55,8 +58,8 @@ impl Pending {
 #[derive(Debug)]
 struct Slot {
     contest_id: ContestId,
-    /// Version of the last state written for this contest.
-    sent: Option<u64>,
+    /// Stamp of the last state written for this contest.
+    sent: Option<Stamp>,
     pending: Option<Pending>,
 }
 
@@ -142,7 +145,7 @@ impl Outbox {
 
     /// Records that the client holds `version` without a frame (a resumed
     /// subscription that was already up to date).
-    pub fn mark_sent(&self, contest_id: &ContestId, version: u64) {
+    pub fn mark_sent(&self, contest_id: &ContestId, version: Stamp) {
         let mut state = self.state.lock().expect("outbox lock");
         match state.slots.iter_mut().find(|s| &s.contest_id == contest_id) {
             Some(slot) => slot.sent = Some(version),
@@ -180,8 +183,8 @@ impl Outbox {
         None
     }
 
-    /// The version last written for a contest.
-    pub fn sent_version(&self, contest_id: &ContestId) -> Option<u64> {
+    /// The stamp last written for a contest.
+    pub fn sent_version(&self, contest_id: &ContestId) -> Option<Stamp> {
         let state = self.state.lock().expect("outbox lock");
         state
             .slots
@@ -213,9 +216,9 @@ mod tests {
             points: TeamPoints(version as i64),
         }];
         Pending {
-            version,
+            version: (version, version),
             kind,
-            body: Arc::new(StateBody::render("c1", version, 1, &top)),
+            body: Arc::new(StateBody::render("c1", version, version, 1, &top)),
             me: None,
         }
     }
@@ -257,7 +260,7 @@ mod tests {
         assert!(outbox.pop().is_none());
         outbox.push_state(&contest, state(6, Kind::Update));
         assert_eq!(parsed(outbox.pop().unwrap())["type"], "update");
-        outbox.mark_sent(&contest, 9);
+        outbox.mark_sent(&contest, (9, 9));
         outbox.push_state(&contest, state(9, Kind::Update));
         assert!(outbox.pop().is_none());
     }

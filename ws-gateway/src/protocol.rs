@@ -157,6 +157,9 @@ pub struct Me<'a> {
 struct Body<'a> {
     contest_id: &'a str,
     version: u64,
+    /// The version the `top` rows were ranked at (behind `version` for a
+    /// moment in contests too large for one write).
+    ranks_version: u64,
     total: u64,
     top: &'a [TopRow],
 }
@@ -190,10 +193,17 @@ impl Kind {
 }
 
 impl StateBody {
-    pub fn render(contest_id: &str, version: u64, total: u64, top: &[TopRow]) -> StateBody {
+    pub fn render(
+        contest_id: &str,
+        version: u64,
+        ranks_version: u64,
+        total: u64,
+        top: &[TopRow],
+    ) -> StateBody {
         let json = serde_json::to_vec(&Body {
             contest_id,
             version,
+            ranks_version,
             total,
             top,
         })
@@ -374,11 +384,11 @@ mod tests {
             user_id: "u1".into(),
             points: TeamPoints(247),
         }];
-        let body = StateBody::render("c1", 9, 3, &top);
+        let body = StateBody::render("c1", 9, 9, 3, &top);
         let update: serde_json::Value = serde_json::from_str(body.update.as_str()).unwrap();
         assert_eq!(
             update,
-            serde_json::json!({"type":"update","contest_id":"c1","version":9,"total":3,
+            serde_json::json!({"type":"update","contest_id":"c1","version":9,"ranks_version":9,"total":3,
                 "top":[{"rank":1,"entry_id":"e1","user_id":"u1","points":123.5}],"me":null})
         );
         let snapshot: serde_json::Value = serde_json::from_str(body.snapshot.as_str()).unwrap();

@@ -310,7 +310,7 @@ mod tests {
         assert_eq!(frame_type(&protocol::pong()), "pong");
         assert_eq!(frame_type(&protocol::error("x", "y", None)), "error");
         assert_eq!(frame_type(&protocol::unsubscribed("c1")), "unsubscribed");
-        let body = protocol::StateBody::render("c1", 1, 0, &[]);
+        let body = protocol::StateBody::render("c1", 1, 1, 0, &[]);
         assert_eq!(frame_type(&body.update), "update");
         assert_eq!(frame_type(&body.snapshot), "snapshot");
     }

@@ -49,6 +49,49 @@ pub struct ContestSnapshot {
 }
 
 impl ContestSnapshot {
+    /// Builds a snapshot from the contest's meta hash and histogram hash.
+    pub fn from_parts(
+        contest_id: &ContestId,
+        meta: &std::collections::HashMap<String, String>,
+        histogram: Vec<(i64, u64)>,
+    ) -> Result<ContestSnapshot, ReadError> {
+        if meta.is_empty() {
+            return Err(ReadError::NotFound(format!(
+                "contest `{contest_id}` is unknown"
+            )));
+        }
+        let number = |field: &str| meta.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let player_points: Vec<i32> = meta
+            .get("players")
+            .map(|json| serde_json::from_str(json))
+            .transpose()
+            .map_err(|error| ReadError::Backend(format!("contest meta is corrupt: {error}")))?
+            .unwrap_or_default();
+        let mut histogram: Vec<(TeamPoints, u64)> = histogram
+            .into_iter()
+            .map(|(halves, count)| (TeamPoints(halves), count))
+            .collect();
+        histogram.sort_by_key(|bucket| std::cmp::Reverse(bucket.0));
+        let mut above = 0;
+        let buckets = histogram
+            .into_iter()
+            .map(|(points, count)| {
+                let bucket = (points, above);
+                above += count;
+                bucket
+            })
+            .collect();
+        Ok(ContestSnapshot {
+            contest_id: contest_id.clone(),
+            match_id: meta.get("match_id").cloned().unwrap_or_default(),
+            version: number("version"),
+            ranks_version: number("ranks_version"),
+            total: number("total"),
+            player_points: player_points.into_iter().map(PlayerPoints).collect(),
+            buckets,
+        })
+    }
+
     /// 1 + entries with strictly more points, by binary search: O(log distinct).
     pub fn rank_of(&self, points: TeamPoints) -> u64 {
         let strictly_above = self.buckets.partition_point(|(bucket, _)| *bucket > points);
@@ -190,41 +233,7 @@ impl NodeCache {
                 .hgetall(hot::contest_histogram_key(contest_id))
                 .query_async(&mut connection)
                 .await?;
-        if meta.is_empty() {
-            return Err(ReadError::NotFound(format!(
-                "contest `{contest_id}` is unknown"
-            )));
-        }
-        let number = |field: &str| meta.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let player_points: Vec<i32> = meta
-            .get("players")
-            .map(|json| serde_json::from_str(json))
-            .transpose()
-            .map_err(|error| ReadError::Backend(format!("contest meta is corrupt: {error}")))?
-            .unwrap_or_default();
-        let mut histogram: Vec<(TeamPoints, u64)> = histogram
-            .into_iter()
-            .map(|(halves, count)| (TeamPoints(halves), count))
-            .collect();
-        histogram.sort_by_key(|bucket| std::cmp::Reverse(bucket.0));
-        let mut above = 0;
-        let buckets = histogram
-            .into_iter()
-            .map(|(points, count)| {
-                let bucket = (points, above);
-                above += count;
-                bucket
-            })
-            .collect();
-        Ok(Arc::new(ContestSnapshot {
-            contest_id: contest_id.clone(),
-            match_id: meta.get("match_id").cloned().unwrap_or_default(),
-            version: number("version"),
-            ranks_version: number("ranks_version"),
-            total: number("total"),
-            player_points: player_points.into_iter().map(PlayerPoints).collect(),
-            buckets,
-        }))
+        ContestSnapshot::from_parts(contest_id, &meta, histogram).map(Arc::new)
     }
 
     pub async fn entry(
