@@ -89,6 +89,11 @@ impl Client {
         }
     }
 
+    /// The next JSON frame if one comes within `wait`.
+    async fn try_next(&mut self, wait: Duration) -> Option<Value> {
+        tokio::time::timeout(wait, self.next()).await.ok()
+    }
+
     /// Frames until one satisfies `done`; returns it.
     async fn until(&mut self, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -647,4 +652,277 @@ async fn clients_resume_across_a_gateway_restart_and_a_redis_restart() {
     assert_eq!(points_of(&update["me"]["points"]), expected[3].0);
     assert_eq!(update["me"]["rank"], expected[3].1);
     gateway.stop().await;
+}
+
+/// Headless Chromium (Debian's package) on a page, driven over the DevTools
+/// protocol with the same WebSocket client the tests use.
+struct Browser {
+    child: std::process::Child,
+    _profile: tempfile::TempDir,
+    devtools: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Browser {
+    async fn open(url: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let port = support::free_port();
+        let binary = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "chromium".to_owned());
+        let child = std::process::Command::new(&binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--remote-allow-origins=*",
+                &format!("--remote-debugging-port={port}"),
+                &format!("--user-data-dir={}", profile.path().display()),
+                url,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary} runs (scripts/test installs it): {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let target = loop {
+            assert!(
+                Instant::now() < deadline,
+                "Chromium's DevTools never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let listing = tokio::task::spawn_blocking(move || devtools_targets(port))
+                .await
+                .unwrap();
+            let Some(listing) = listing else { continue };
+            let Ok(targets) = serde_json::from_str::<Vec<Value>>(&listing) else {
+                continue;
+            };
+            if let Some(page) = targets.iter().find(|t| {
+                t["type"] == "page"
+                    && t["url"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("http://127.0.0.1"))
+            }) {
+                break page["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+            }
+        };
+        let (devtools, _) = tokio_tungstenite::connect_async(target).await.unwrap();
+        Browser {
+            child,
+            _profile: profile,
+            devtools,
+            next_id: 1,
+        }
+    }
+
+    /// Evaluates `expression` in the page and returns its value.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"id": id, "method": "Runtime.evaluate",
+            "params": {"expression": expression, "returnByValue": true}});
+        self.devtools
+            .send(Message::Text(request.to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.devtools.next())
+                .await
+                .expect("DevTools answers")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = frame {
+                let answer: Value = serde_json::from_str(text.as_str()).unwrap();
+                if answer["id"] == id {
+                    return answer["result"]["result"]["value"].clone();
+                }
+            }
+        }
+    }
+
+    /// What the page shows: (my rank, the version it rendered).
+    async fn shown(&mut self) -> (String, u64) {
+        let shown = self
+            .eval("[document.getElementById('me-rank').textContent, document.body.dataset.version || '0']")
+            .await;
+        (
+            shown[0].as_str().unwrap_or("").to_owned(),
+            shown[1].as_str().unwrap_or("0").parse().unwrap_or(0),
+        )
+    }
+}
+
+/// DevTools' target list, or `None` while Chromium is starting (with a
+/// read timeout: Chromium may keep the connection open).
+fn devtools_targets(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    // DevTools names its WebSocket URLs after the Host header.
+    let request =
+        format!("GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    response.split("\r\n\r\n").nth(1).map(str::to_owned)
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_match_reaches_players_and_the_web_page_live() {
+    use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
+    use leaderboard::{hot, ContestId};
+    use redis::AsyncCommands;
+
+    let redis = support::Redis::start();
+    let broker = support::Broker::start();
+    let work = tempfile::tempdir().unwrap();
+    let ingest = support::Ingest::start(&broker, &redis, work.path(), &[]);
+    let path = support::ipl_dir().join("1136561.json");
+    let parsed = CricsheetMatch::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let match_id = match_id_from_path(&path).unwrap();
+    let contest_id = ContestId::parse("live").unwrap();
+    let record = ingest::contests::contest(
+        &contest_id,
+        &match_id,
+        parsed.info.players.clone(),
+        1_000_000,
+    );
+    let entries = ingest::contests::entries(&record, 2_000, 9);
+    ingest::contests::publish(&broker.brokers(), &record, &entries)
+        .await
+        .unwrap();
+    let mut connection = hot::connect(&redis.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let total: Option<u64> = connection
+            .hget(hot::contest_meta_key(&contest_id), "total")
+            .await
+            .unwrap();
+        if total == Some(2_000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the contest's entries never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (api, _, api_stop) = support::serve_api(&redis.url(), no_rate_limit()).await;
+    let gateway = Gateway::start(&redis.url(), GatewayOptions::default()).await;
+    let entry = entries[7].entry_id.as_str().to_owned();
+    let mut player = Client::connect(gateway.port).await;
+    player
+        .send(json!({"op":"subscribe","contest_id":"live","top":10,"entry_id":entry}))
+        .await;
+    assert_eq!(player.next().await["type"], "snapshot");
+    let mut browser = Browser::open(&format!(
+        "http://127.0.0.1:{}/?contest=live&entry={entry}",
+        gateway.port
+    ))
+    .await;
+
+    let args = ingest::replay::ReplayArgs {
+        files: vec![path.clone()],
+        speed: 1200.0,
+        corrections: false,
+        seed: 3,
+        kafka: leaderboard::service::config::KafkaArgs {
+            brokers: broker.brokers(),
+        },
+        partitions: 3,
+    };
+    let replay = tokio::spawn(async move { ingest::replay::run(&args).await });
+
+    // While the match plays: frames keep coming, versions only move forward,
+    // and the page re-renders with them.
+    let mut frames = Vec::new();
+    let mut page_versions = std::collections::BTreeSet::new();
+    while !replay.is_finished() {
+        let Some(frame) = player.try_next(Duration::from_millis(500)).await else {
+            continue;
+        };
+        frames.push(frame);
+        if frames.len() % 5 == 0 {
+            page_versions.insert(browser.shown().await.1);
+        }
+    }
+    replay.await.unwrap().unwrap();
+    let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seq: Option<u64> = connection
+            .hget(hot::match_meta_key(&match_id), "seq")
+            .await
+            .unwrap();
+        if seq == Some(last_seq) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the match never ended in Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (target, ranks): (u64, u64) = redis::cmd("HMGET")
+        .arg(hot::contest_meta_key(&contest_id))
+        .arg("version")
+        .arg("ranks_version")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(target, ranks);
+    let last = match frames.last() {
+        Some(frame) if settled_at(frame, target) => frame.clone(),
+        _ => {
+            let last = player
+                .until("the final state", |f| settled_at(f, target))
+                .await;
+            frames.push(last.clone());
+            last
+        }
+    };
+    let versions: Vec<u64> = frames.iter().map(version).collect();
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{versions:?}");
+    let distinct: std::collections::BTreeSet<u64> = versions.iter().copied().collect();
+    assert!(
+        distinct.len() >= 20,
+        "live: {} distinct versions reached the player",
+        distinct.len()
+    );
+    assert!(
+        page_versions.len() >= 3,
+        "the page moved live: {page_versions:?}"
+    );
+    assert_equals_api(&last, api, "live", Some(&entry)).await;
+
+    // The page ends on the rank the API returns.
+    let expected = api_get(api, &format!("/v1/contests/live/entries/{entry}")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (rank, shown_version) = browser.shown().await;
+        if shown_version == target && rank == expected["rank"].to_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page shows rank {rank} at version {shown_version}, the API {} at {target}",
+            expected["rank"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(browser);
+    gateway.stop().await;
+    api_stop.cancel();
+    drop(ingest);
 }
