@@ -5,6 +5,7 @@
 
 mod api_bench;
 mod latency;
+mod ws_bench;
 
 use std::path::PathBuf;
 
@@ -43,6 +44,12 @@ enum Command {
     Fill(api_bench::FillArgs),
     /// A bare hyper server answering fixed bytes: the per-node HTTP ceiling.
     BareServer(api_bench::BareArgs),
+    /// WebSocket gateway benchmark: N idle connections from several source
+    /// addresses (gateway RSS per connection), then contest updates fanned out
+    /// to all of them (delivery latency, deliveries per second and per CPU-second).
+    WsFanout(ws_bench::FanoutArgs),
+    /// Follow a contest through the gateway like a player; one line per frame.
+    WsWatch(ws_bench::WatchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Throughput(args) => latency::throughput(args).await,
         Command::Fill(args) => api_bench::fill(args).await,
         Command::BareServer(args) => api_bench::bare_server(args).await,
+        Command::WsFanout(args) => ws_bench::fanout(args).await,
+        Command::WsWatch(args) => ws_bench::watch(args).await,
     }
 }
 

@@ -65,10 +65,46 @@ impl Room {
     }
 }
 
+/// A contest's newest state on this node: its snapshot and top rows (read
+/// once for the largest `top` a client may ask), and its frames rendered once
+/// per `top` size.
+#[derive(Debug)]
+struct Latest {
+    snapshot: ContestSnapshot,
+    rows: Vec<TopRow>,
+    bodies: Mutex<HashMap<usize, Arc<StateBody>>>,
+}
+
+impl Latest {
+    fn stamp(&self) -> (u64, u64) {
+        (self.snapshot.version, self.snapshot.ranks_version)
+    }
+
+    /// The shared body for `top` rows, serialized on first use.
+    fn body(&self, top: usize) -> Arc<StateBody> {
+        let mut bodies = self.bodies.lock().expect("bodies lock");
+        bodies
+            .entry(top)
+            .or_insert_with(|| {
+                Arc::new(StateBody::render(
+                    self.snapshot.contest_id.as_str(),
+                    self.snapshot.version,
+                    self.snapshot.ranks_version,
+                    self.snapshot.total,
+                    &self.rows[..top.min(self.rows.len())],
+                ))
+            })
+            .clone()
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     rooms: Mutex<HashMap<ContestId, Room>>,
     cache: NodeCache,
+    /// Newest state per contest: subscribers share it (concurrent misses
+    /// coalesce into one read), and each fan-out replaces it.
+    latest: moka::future::Cache<ContestId, Arc<Latest>>,
     connection: ConnectionManager,
     channels: mpsc::UnboundedSender<Channel>,
     next_session: AtomicU64,
@@ -92,6 +128,10 @@ impl Hub {
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
                 cache: NodeCache::new(connection.clone(), max_staleness),
+                latest: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(max_staleness)
+                    .build(),
                 connection,
                 channels,
                 next_session: AtomicU64::new(1),
@@ -162,28 +202,29 @@ impl Hub {
                 .inner
                 .channels
                 .send(Channel::Subscribe(contest_id.clone()));
+            // No notices were followed for this contest until now.
+            self.inner.latest.invalidate(contest_id).await;
         }
         let first = async {
-            let (snapshot, rows) = self.read(contest_id, member.top).await?;
+            let latest = self
+                .inner
+                .latest
+                .try_get_with(contest_id.clone(), self.read_latest(contest_id))
+                .await
+                .map_err(|error: Arc<ProtocolError>| (*error).clone())?;
+            let snapshot = &latest.snapshot;
             if request.since_version == Some(snapshot.version) {
-                outbox.mark_sent(contest_id, (snapshot.version, snapshot.ranks_version));
+                outbox.mark_sent(contest_id, latest.stamp());
                 outbox.push_control(protocol::subscribed(contest_id.as_str(), snapshot.version));
                 return Ok(());
             }
-            let body = StateBody::render(
-                contest_id.as_str(),
-                snapshot.version,
-                snapshot.ranks_version,
-                snapshot.total,
-                &rows,
-            );
             outbox.push_state(
                 contest_id,
                 Pending {
-                    version: (snapshot.version, snapshot.ranks_version),
+                    version: latest.stamp(),
                     kind: Kind::Snapshot,
-                    me: my_entry(&member, &snapshot),
-                    body: Arc::new(body),
+                    me: my_entry(&member, snapshot),
+                    body: latest.body(member.top),
                 },
             );
             Ok(())
@@ -310,39 +351,38 @@ impl Hub {
     /// One read of the contest, one serialization per `top` size, one outbox
     /// write per member. Returns the version fanned out.
     async fn fan_out(&self, contest_id: &ContestId) -> Result<u64, ProtocolError> {
+        let latest = self.read_latest(contest_id).await?;
+        self.inner
+            .latest
+            .insert(contest_id.clone(), latest.clone())
+            .await;
         let members: Vec<Member> = match self.rooms().get(contest_id) {
             Some(room) => room.members.values().cloned().collect(),
-            None => return Ok(0),
+            None => return Ok(latest.snapshot.version),
         };
-        let largest = members.iter().map(|m| m.top).max().unwrap_or(0);
-        let (snapshot, rows) = self.read(contest_id, largest).await?;
-        let mut bodies: HashMap<usize, Arc<StateBody>> = HashMap::new();
         for member in &members {
-            let body = bodies
-                .entry(member.top)
-                .or_insert_with(|| {
-                    let top = &rows[..member.top.min(rows.len())];
-                    Arc::new(StateBody::render(
-                        contest_id.as_str(),
-                        snapshot.version,
-                        snapshot.ranks_version,
-                        snapshot.total,
-                        top,
-                    ))
-                })
-                .clone();
             member.outbox.push_state(
                 contest_id,
                 Pending {
-                    version: (snapshot.version, snapshot.ranks_version),
+                    version: latest.stamp(),
                     kind: Kind::Update,
-                    me: my_entry(member, &snapshot),
-                    body,
+                    me: my_entry(member, &latest.snapshot),
+                    body: latest.body(member.top),
                 },
             );
         }
         metrics::STATES_BUILT.inc();
-        Ok(snapshot.version)
+        Ok(latest.snapshot.version)
+    }
+
+    /// Reads the contest's newest state with the largest top a client may ask.
+    async fn read_latest(&self, contest_id: &ContestId) -> Result<Arc<Latest>, ProtocolError> {
+        let (snapshot, rows) = self.read(contest_id, protocol::MAX_TOP).await?;
+        Ok(Arc::new(Latest {
+            snapshot,
+            rows,
+            bodies: Mutex::new(HashMap::new()),
+        }))
     }
 
     /// The contest's snapshot (version, histogram, player points) and its top
