@@ -44,6 +44,13 @@ ensure_http_tools() {
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
+# Headless Chromium drives the gateway's web viewer in the end-to-end test.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium
+  fi
+}
+
 # Build tools for the librdkafka bundled by the rdkafka crate.
 ensure_build_tools() {
   local missing=()

@@ -908,10 +908,11 @@ async fn a_replayed_match_reaches_players_and_the_web_page_live() {
 
     // The page ends on the rank the API returns.
     let expected = api_get(api, &format!("/v1/contests/live/entries/{entry}")).await;
+    let expected_rank = expected["rank"].to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (rank, shown_version) = browser.shown().await;
-        if shown_version == target && rank == expected["rank"].to_string() {
+        if shown_version == target && rank == expected_rank {
             break;
         }
         assert!(
