@@ -381,6 +381,8 @@ pub struct HotPage {
     pub contest_id: String,
     pub match_id: String,
     pub version: u64,
+    /// The version the rows were ranked at (read with them, in one transaction).
+    pub ranks_version: u64,
     pub total: u64,
     pub entries: Vec<RankedEntry>,
 }
@@ -392,15 +394,24 @@ pub async fn read_page(
     offset: usize,
     limit: usize,
 ) -> RedisResult<Option<HotPage>> {
-    let meta: std::collections::HashMap<String, String> =
-        connection.hgetall(contest_meta_key(contest)).await?;
+    // One transaction: the rows belong to the `ranks_version` read with them.
+    let (start, stop) = if limit == 0 {
+        (1, 0)
+    } else {
+        (offset as isize, (offset + limit - 1) as isize)
+    };
+    let (meta, rows): (
+        std::collections::HashMap<String, String>,
+        Vec<(String, f64)>,
+    ) = redis::pipe()
+        .atomic()
+        .hgetall(contest_meta_key(contest))
+        .zrevrange_withscores(contest_ranks_key(contest), start, stop)
+        .query_async(connection)
+        .await?;
     if meta.is_empty() {
         return Ok(None);
     }
-    let stop = (offset + limit).saturating_sub(1) as isize;
-    let rows: Vec<(String, f64)> = connection
-        .zrevrange_withscores(contest_ranks_key(contest), offset as isize, stop)
-        .await?;
     let mut entries = Vec::with_capacity(rows.len());
     if let Some((_, first)) = rows.first() {
         let above: u64 = redis::cmd("ZCOUNT")
@@ -433,6 +444,7 @@ pub async fn read_page(
         contest_id: contest.to_string(),
         match_id: meta.get("match_id").cloned().unwrap_or_default(),
         version: number("version"),
+        ranks_version: number("ranks_version"),
         total: number("total"),
         entries,
     }))

@@ -113,7 +113,9 @@ impl RenderedPage {
         let body = super::LeaderboardPage {
             contest_id: page.contest_id.clone(),
             match_id: page.match_id.clone(),
-            version: snapshot.ranks_version,
+            // The version the rows were read at, not the cached snapshot's:
+            // the two differ for a moment right after a ball.
+            version: page.ranks_version,
             total: snapshot.total,
             entries: page.entries.iter().map(super::RankedRow::from).collect(),
         };
