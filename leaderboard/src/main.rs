@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 use leaderboard::service::shutdown;
 use leaderboard::service::telemetry::TelemetryArgs;
 
+/// mimalloc: per-thread free lists instead of glibc's arena locks, which a
+/// request-per-allocation HTTP server otherwise contends on (measured in
+/// docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "leaderboard", version, about = "Leaderboard HTTP API: top pages, my rank, around me, match players", long_about = None)]
 struct Cli {

@@ -132,6 +132,17 @@ pub struct EntryTeam {
     pub team: Team,
 }
 
+/// `(contest, entry)` borrowed: hashes exactly like the owned
+/// `(ContestId, EntryId)` key (each id hashes as its string).
+#[derive(Hash)]
+struct EntryKey<'a>(&'a str, &'a str);
+
+impl quick_cache::Equivalent<(ContestId, EntryId)> for EntryKey<'_> {
+    fn equivalent(&self, key: &(ContestId, EntryId)) -> bool {
+        self.0 == key.0.as_str() && self.1 == key.1.as_str()
+    }
+}
+
 /// A match's live player points.
 #[derive(Debug, Clone, Serialize)]
 pub struct MatchPlayers {
@@ -160,7 +171,10 @@ impl From<redis::RedisError> for ReadError {
 pub struct NodeCache {
     connection: ConnectionManager,
     contests: Cache<ContestId, Arc<ContestSnapshot>>,
-    entries: Cache<(ContestId, EntryId), Arc<EntryTeam>>,
+    /// Entry teams never change and are read on every my-rank request, so
+    /// they live in `quick_cache` (a sharded map with S3-FIFO eviction, no
+    /// per-read bookkeeping queue), looked up without building an owned key.
+    entries: Arc<quick_cache::sync::Cache<(ContestId, EntryId), Arc<EntryTeam>>>,
     pages: Cache<(ContestId, u64, usize, usize), Arc<RenderedPage>>,
     positions: Cache<(ContestId, u64, EntryId), u64>,
     matches: Cache<MatchId, Arc<MatchPlayers>>,
@@ -184,7 +198,7 @@ impl NodeCache {
                 .max_capacity(100_000)
                 .time_to_live(max_staleness)
                 .build(),
-            entries: Cache::builder().max_capacity(5_000_000).build(),
+            entries: Arc::new(quick_cache::sync::Cache::new(5_000_000)),
             pages: Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(Duration::from_secs(60))
@@ -243,12 +257,12 @@ impl NodeCache {
         contest_id: &ContestId,
         entry_id: &EntryId,
     ) -> Result<Arc<EntryTeam>, ReadError> {
-        let key = (contest_id.clone(), entry_id.clone());
-        if let Some(hit) = self.entries.get(&key).await {
+        let key = EntryKey(contest_id.as_str(), entry_id.as_str());
+        if let Some(hit) = self.entries.get(&key) {
             return Ok(hit);
         }
         self.entries
-            .try_get_with(key, async {
+            .get_or_insert_async(&(contest_id.clone(), entry_id.clone()), async {
                 self.count_read("entry");
                 let mut connection = self.connection.clone();
                 let (user, team): (Option<String>, Option<String>) = redis::pipe()
@@ -267,7 +281,6 @@ impl NodeCache {
                 Ok(Arc::new(EntryTeam { user_id, team }))
             })
             .await
-            .map_err(|error: Arc<ReadError>| (*error).clone())
     }
 
     /// A page of the sorted set, as of the contest's `ranks_version`.

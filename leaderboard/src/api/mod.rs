@@ -80,7 +80,7 @@ pub struct ApiState {
 /// The contract's routes (without the admin routes, merged by the caller).
 /// The state is shared behind one `Arc`: axum clones it for every request,
 /// and one reference count is cheaper than the cache's many.
-pub fn router(state: ApiState) -> Router {
+pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/contests/{contest}/leaderboard", get(leaderboard))
         .route("/v1/contests/{contest}/entries/{entry}", get(entry_rank))
@@ -88,7 +88,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/matches/{match}/players", get(match_players))
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(not_found)
-        .with_state(Arc::new(state))
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -34,10 +34,11 @@ impl RateLimit {
         })
     }
 
-    fn client(&self, request: &Request) -> IpAddr {
+    /// Who is asking: the peer address, or the first X-Forwarded-For address
+    /// when the proxy in front is trusted.
+    pub fn client(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
         if self.trust_forwarded {
-            let forwarded = request
-                .headers()
+            let forwarded = headers
                 .get("x-forwarded-for")
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| value.split(',').next())
@@ -46,35 +47,40 @@ impl RateLimit {
                 return address;
             }
         }
-        request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+        peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
+    }
+
+    /// Spends one token of `client`'s bucket, or answers 429 with `Retry-After`.
+    pub fn check(&self, client: IpAddr) -> Result<(), Response> {
+        let Err(not_until) = self.limiter.check_key(&client) else {
+            return Ok(());
+        };
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        metrics::HTTP_REQUESTS
+            .with_label_values(&["rate_limited", "429"])
+            .inc();
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "error": format!("rate limit exceeded: {} requests per second per client", self.per_second) })),
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&seconds.max(1).to_string()).expect("digits are a valid header"),
+        );
+        Err(response)
     }
 }
 
 /// The middleware: passes the request on, or answers 429.
 pub async fn limit(State(limit): State<Arc<RateLimit>>, request: Request, next: Next) -> Response {
-    let client = limit.client(&request);
-    match limit.limiter.check_key(&client) {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    match limit.check(limit.client(request.headers(), peer)) {
         Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            metrics::HTTP_REQUESTS
-                .with_label_values(&["rate_limited", "429"])
-                .inc();
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({ "error": format!("rate limit exceeded: {} requests per second per client", limit.per_second) })),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&seconds.max(1).to_string())
-                    .expect("digits are a valid header"),
-            );
-            response
-        }
+        Err(response) => response,
     }
 }
