@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use leaderboard::domain::contest::{Added, ContestMessage, ContestState};
-use leaderboard::domain::event::MatchEvent;
+use leaderboard::domain::event::{EventBody, MatchEvent};
 use leaderboard::domain::ids::{ContestId, MatchId};
 use leaderboard::domain::points::TeamPoints;
 use leaderboard::domain::scoring::{Applied, MatchScorer};
 use leaderboard::hot::{encode_team, ContestUpdate, MatchUpdate};
-use leaderboard::store::{StoreBatch, StoreSnapshot};
+use leaderboard::store::{RankSnapshot, RankSnapshotInfo, StoreBatch, StoreSnapshot};
 use leaderboard::Rules;
 
 use crate::topics;
@@ -69,6 +69,9 @@ pub struct Effects {
     pub matches: Vec<MatchUpdate>,
     pub contests: Vec<ContestUpdate>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Contests whose final standings were stored in this batch: their hot
+    /// keys may now expire.
+    pub finished: Vec<(ContestId, MatchId)>,
     pub counts: Counts,
 }
 
@@ -88,6 +91,7 @@ pub struct Pipeline {
     contests_of_match: HashMap<MatchId, BTreeSet<ContestId>>,
     // Work of the batch in progress.
     changed_matches: BTreeSet<MatchId>,
+    ended_matches: BTreeSet<MatchId>,
     deltas: BTreeMap<ContestId, ContestDelta>,
     effects: Effects,
 }
@@ -100,6 +104,7 @@ impl Pipeline {
             contests: HashMap::new(),
             contests_of_match: HashMap::new(),
             changed_matches: BTreeSet::new(),
+            ended_matches: BTreeSet::new(),
             deltas: BTreeMap::new(),
             effects: Effects::default(),
         }
@@ -212,6 +217,9 @@ impl Pipeline {
             Ok(Applied::Changed(_)) => {
                 self.effects.counts.applied += 1;
                 self.effects.store.match_events.push(event.clone());
+                if matches!(event.body, EventBody::MatchEnd {}) {
+                    self.ended_matches.insert(match_id.clone());
+                }
                 // Even an event that moves no points moves the match's version and seq.
                 self.changed_matches.insert(match_id);
             }
@@ -283,8 +291,20 @@ impl Pipeline {
     }
 
     /// Ends the batch: moves every contest of every changed match, bumps each
-    /// touched contest's version once, and returns what to write.
+    /// touched contest's version once, writes the final standings of every
+    /// contest of an ended match that changed (or whose match just ended), and
+    /// returns what to write.
     pub fn finish_batch(&mut self) -> Effects {
+        let mut finals: BTreeSet<ContestId> = BTreeSet::new();
+        for match_id in std::mem::take(&mut self.ended_matches) {
+            finals.extend(
+                self.contests_of_match
+                    .get(&match_id)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
         for match_id in std::mem::take(&mut self.changed_matches) {
             let Some(scorer) = self.matches.get(&match_id) else {
                 continue;
@@ -318,6 +338,13 @@ impl Pipeline {
             let Some(state) = self.contests.get_mut(&contest_id) else {
                 continue;
             };
+            if self
+                .matches
+                .get(state.match_id())
+                .is_some_and(MatchScorer::is_ended)
+            {
+                finals.insert(contest_id.clone());
+            }
             state.version += 1;
             self.effects
                 .store
@@ -366,7 +393,31 @@ impl Pipeline {
                 full: delta.created,
             });
         }
+        for contest_id in finals {
+            if let Some(state) = self.contests.get(&contest_id) {
+                self.effects
+                    .store
+                    .rank_snapshots
+                    .push(final_standings(state));
+                self.effects
+                    .finished
+                    .push((contest_id, state.match_id().clone()));
+            }
+        }
         std::mem::take(&mut self.effects)
+    }
+
+    /// Contests whose match has ended (their final standings are stored).
+    pub fn finished_contests(&self) -> Vec<(ContestId, MatchId)> {
+        self.contests
+            .values()
+            .filter(|state| {
+                self.matches
+                    .get(state.match_id())
+                    .is_some_and(MatchScorer::is_ended)
+            })
+            .map(|state| (state.contest_id().clone(), state.match_id().clone()))
+            .collect()
     }
 
     /// Every key of the hot state, rewritten from scratch (after a Redis flush
@@ -419,6 +470,30 @@ impl Pipeline {
             .collect();
         (matches, contests)
     }
+}
+
+/// A contest's complete standings at its current version, exact from the
+/// domain core (competition ranks over every entry's team points): what the
+/// read API serves once the contest is no longer in Redis.
+fn final_standings(state: &ContestState) -> RankSnapshot {
+    let computed_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    RankSnapshot::rank(
+        RankSnapshotInfo {
+            contest_id: state.contest_id().clone(),
+            match_id: state.match_id().clone(),
+            version: state.version,
+            total: state.total(),
+            computed_at_ms,
+            source: "final".into(),
+        },
+        state
+            .entries
+            .iter()
+            .zip(&state.points)
+            .map(|(entry, &points)| (entry.entry_id.clone(), entry.user_id.to_string(), points)),
+    )
 }
 
 #[cfg(test)]

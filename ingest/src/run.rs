@@ -59,6 +59,11 @@ pub struct RunArgs {
         default_value = "127.0.0.1:9101"
     )]
     pub http_addr: SocketAddr,
+    /// Seconds the hot keys of a finished contest stay in Redis after its
+    /// match ends (0: forever); after that the read API answers it from its
+    /// final standings in the durable store.
+    #[arg(long, env = "HOT_RETENTION_SECS", default_value_t = 21_600)]
+    pub hot_retention_secs: u64,
     /// Kafka consumer group.
     #[arg(long, env = "KAFKA_GROUP", default_value = "ingest")]
     pub group: String,
@@ -184,6 +189,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         return Ok(());
     };
     let mut hot = HotWriter::new(connection, args.large_contest);
+    hot.retention = Duration::from_secs(args.hot_retention_secs);
     if !rewrite_hot_state(&pipeline, &mut hot, &shutdown).await {
         return Ok(());
     }
@@ -292,6 +298,7 @@ async fn write_effects(
         matches,
         contests,
         dead_letters,
+        finished,
         counts,
     } = effects;
     if !batch.is_empty()
@@ -314,6 +321,9 @@ async fn write_effects(
         if written.is_none() {
             return false;
         }
+    }
+    if !finished.is_empty() && !retire(hot, &finished, shutdown).await {
+        return false;
     }
     for letter in &dead_letters {
         let value = letter.to_json();
@@ -392,6 +402,9 @@ async fn rewrite_hot_state(
         }
     })
     .await;
+    if written.is_some() && !retire(hot, &pipeline.finished_contests(), shutdown).await {
+        return false;
+    }
     if written.is_some() {
         metrics::REBUILDS.inc();
         tracing::info!(
@@ -402,6 +415,28 @@ async fn rewrite_hot_state(
         );
     }
     written.is_some()
+}
+
+/// Starts the hot-state retention clock of finished contests.
+async fn retire(
+    hot: &HotWriter,
+    finished: &[(leaderboard::ContestId, leaderboard::MatchId)],
+    shutdown: &CancellationToken,
+) -> bool {
+    let retention = hot.retention;
+    let retired = retry("redis", shutdown, || {
+        let mut hot = hot.clone();
+        async move { hot.retire(finished, retention).await }
+    })
+    .await;
+    if retired.is_some() && !retention.is_zero() {
+        tracing::info!(
+            contests = finished.len(),
+            retention_secs = retention.as_secs(),
+            "finished contests' final standings stored; their hot keys now expire"
+        );
+    }
+    retired.is_some()
 }
 
 /// Commits the next offset of every partition in the batch. Asynchronous: a

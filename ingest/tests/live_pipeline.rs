@@ -278,7 +278,7 @@ fn replayed_matches_with_corrections_and_bad_input_end_as_the_offline_score() {
     );
 
     // The read API answers every entry's rank and points exactly.
-    let api = rt.block_on(support::serve_api(&redis.url(), Default::default()));
+    let api = rt.block_on(support::serve_api(&redis.url(), None, Default::default()));
     let scorer = offline(&first_id, &first);
     let (team_points, ranks) = expected_entries(&first_contest, &scorer);
     for (index, entry) in first_contest.entries.iter().enumerate().step_by(13) {
@@ -306,6 +306,100 @@ fn replayed_matches_with_corrections_and_bad_input_end_as_the_offline_score() {
         players["players"]["HH Pandya"],
         scorer.points_of("HH Pandya").0
     );
+    api.2.cancel();
+    let final_version = top["version"].as_u64().unwrap();
+
+    // Both matches ended: their contests' final standings are in the durable
+    // store and their hot keys now expire (the service's default retention).
+    // Once Redis has forgotten c1 (deleted here rather than waiting hours),
+    // the read API answers it from the store, exactly and at its version.
+    let c1 = ContestId::parse("c1").unwrap();
+    let mut connection = redis.client().get_connection().unwrap();
+    let ttl: i64 = connection.ttl(hot::contest_ranks_key(&c1)).unwrap();
+    assert!((1..=21_600).contains(&ttl), "retention set: TTL {ttl}");
+    let _: () = connection
+        .del(&[
+            hot::contest_ranks_key(&c1),
+            hot::contest_histogram_key(&c1),
+            hot::contest_users_key(&c1),
+            hot::contest_teams_key(&c1),
+            hot::contest_squad_key(&c1),
+            hot::contest_meta_key(&c1),
+        ])
+        .unwrap();
+    let store_dir = work.path().join("store");
+    let api = rt.block_on(support::serve_api(
+        &redis.url(),
+        Some(&store_dir),
+        Default::default(),
+    ));
+    for (index, entry) in first_contest.entries.iter().enumerate().step_by(7) {
+        let (status, _, body) = support::http(
+            api.0,
+            &format!("/v1/contests/c1/entries/{}", entry.entry_id),
+        );
+        assert_eq!(status, 200, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["snapshot"]["source"], "final", "{body}");
+        assert_eq!(body["version"], final_version);
+        assert_eq!(body["total"], 2_000);
+        assert_eq!(
+            TeamPoints::from_f64_exact(body["points"].as_f64().unwrap()),
+            Some(team_points[index])
+        );
+        assert_eq!(
+            body["rank"], ranks[index],
+            "stored rank of {}",
+            entry.entry_id
+        );
+    }
+    let mut by_points: Vec<(TeamPoints, u32)> = team_points
+        .iter()
+        .copied()
+        .zip(ranks.iter().copied())
+        .collect();
+    by_points.sort_by(|a, b| b.cmp(a));
+    let mut offset = 0;
+    while offset < 2_000 {
+        let (status, _, page) = support::http(
+            api.0,
+            &format!("/v1/contests/c1/leaderboard?offset={offset}&limit=200"),
+        );
+        assert_eq!(status, 200, "{page}");
+        let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+        assert_eq!(page["snapshot"]["source"], "final");
+        assert_eq!(page["version"], final_version);
+        let rows = page["entries"].as_array().unwrap();
+        assert_eq!(rows.len(), 200);
+        for (row, expected) in rows.iter().zip(&by_points[offset..]) {
+            assert_eq!(
+                TeamPoints::from_f64_exact(row["points"].as_f64().unwrap()),
+                Some(expected.0)
+            );
+            assert_eq!(row["rank"], expected.1);
+        }
+        offset += 200;
+    }
+    let around_entry = &first_contest.entries[500].entry_id;
+    let (status, _, around) = support::http(
+        api.0,
+        &format!("/v1/contests/c1/entries/{around_entry}/around?radius=3"),
+    );
+    assert_eq!(status, 200, "{around}");
+    let around: serde_json::Value = serde_json::from_str(&around).unwrap();
+    let rows = around["entries"].as_array().unwrap();
+    assert!(rows.len() >= 4 && rows.len() <= 7, "{around}");
+    assert!(rows
+        .iter()
+        .any(|row| row["entry_id"] == around_entry.as_str()));
+    let (status, _, missing) = support::http(api.0, "/v1/contests/c1/entries/nobody");
+    assert_eq!(status, 404, "{missing}");
+    // c2 is still hot: answered live, without a snapshot.
+    let (status, _, live) = support::http(api.0, "/v1/contests/c2/leaderboard?limit=3");
+    assert_eq!(status, 200);
+    assert!(!live.contains("snapshot"), "{live}");
+    let (status, _, ready) = support::http(api.0, "/readyz");
+    assert_eq!(status, 200, "Redis and the store answer: {ready}");
     api.2.cancel();
 
     let letters = read_dead_letters(&broker.brokers(), "contest-entries-dlq", 2);

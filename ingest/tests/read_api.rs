@@ -302,7 +302,7 @@ async fn every_error_path_has_its_status_and_json_body() {
         );
     }
     let (status, _, ready) = get(port, "/readyz").await;
-    assert_eq!(status, 503, "no store file: not ready");
+    assert_eq!(status, 503, "no store: not ready");
     assert!(ready["failing"]["store"].is_string(), "{ready}");
     shutdown.cancel();
 }

@@ -821,7 +821,7 @@ async fn a_replayed_match_reaches_players_and_the_web_page_live() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let (api, _, api_stop) = support::serve_api(&redis.url(), no_rate_limit()).await;
+    let (api, _, api_stop) = support::serve_api(&redis.url(), None, no_rate_limit()).await;
     let gateway = Gateway::start(&redis.url(), GatewayOptions::default()).await;
     let entry = entries[7].entry_id.as_str().to_owned();
     let mut player = Client::connect(gateway.port).await;

@@ -141,6 +141,9 @@ pub struct HotWriter {
     /// From this many changed entries, a contest is refreshed in two steps:
     /// histogram, version and notice first, then the sorted set in chunks.
     pub large_contest: usize,
+    /// How long a finished contest's keys stay (see [`HotWriter::retire`]);
+    /// zero keeps them.
+    pub retention: std::time::Duration,
 }
 
 impl std::fmt::Debug for HotWriter {
@@ -166,6 +169,7 @@ impl HotWriter {
         HotWriter {
             connection,
             large_contest,
+            retention: std::time::Duration::ZERO,
         }
     }
 
@@ -179,6 +183,46 @@ impl HotWriter {
             .query_async(&mut self.connection)
             .await?;
         Ok(set.is_none())
+    }
+
+    /// Gives the hot keys of finished contests (and of their matches) a time
+    /// to live of `retention`: once it passes, Redis forgets them and the read
+    /// API answers those contests from their final standings in the durable
+    /// store. Redis holds what is live; the store holds what is finished.
+    pub async fn retire(
+        &mut self,
+        contests: &[(ContestId, MatchId)],
+        retention: std::time::Duration,
+    ) -> RedisResult<()> {
+        if contests.is_empty() || retention.is_zero() {
+            return Ok(());
+        }
+        let seconds = retention.as_secs().max(1) as i64;
+        let mut pipe = redis::pipe();
+        let mut matches = std::collections::BTreeSet::new();
+        for (contest, match_id) in contests {
+            for key in [
+                contest_ranks_key(contest),
+                contest_histogram_key(contest),
+                contest_users_key(contest),
+                contest_teams_key(contest),
+                contest_squad_key(contest),
+                contest_meta_key(contest),
+            ] {
+                pipe.expire(key, seconds).ignore();
+            }
+            matches.insert(match_id);
+        }
+        for match_id in matches {
+            for key in [
+                match_points_key(match_id),
+                match_meta_key(match_id),
+                match_contests_key(match_id),
+            ] {
+                pipe.expire(key, seconds).ignore();
+            }
+        }
+        pipe.query_async(&mut self.connection).await
     }
 
     /// Writes match points, then every contest update; each contest's

@@ -190,6 +190,6 @@ impl Fixture {
     }
 
     pub async fn serve(&self, options: ServeOptions) -> (u16, NodeCache, CancellationToken) {
-        super::serve_api(&self.redis.url(), options).await
+        super::serve_api(&self.redis.url(), None, options).await
     }
 }

@@ -294,6 +294,7 @@ pub fn http(port: u16, path: &str) -> (u16, Vec<(String, String)>, String) {
 /// (port, its cache, the token that stops it).
 pub async fn serve_api(
     redis_url: &str,
+    store: Option<&Path>,
     options: leaderboard::api::server::ServeOptions,
 ) -> (
     u16,
@@ -303,18 +304,20 @@ pub async fn serve_api(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let cache = leaderboard::api::cache::NodeCache::new(
+    let store = store.map(|dir| leaderboard::store::embedded::EmbeddedStore::open(dir).unwrap());
+    let mut cache = leaderboard::api::cache::NodeCache::new(
         leaderboard::hot::connect(redis_url).await.unwrap(),
         Duration::from_secs(60),
     );
+    if let Some(store) = &store {
+        cache = cache.with_store(store.clone());
+    }
     let follower = tokio::spawn(leaderboard::api::cache::follow_notices(
         cache.clone(),
         redis_url.to_owned(),
         shutdown.clone(),
     ));
-    let app =
-        leaderboard::api::server::app(cache.clone(), redis_url, "file:///nonexistent", &options)
-            .unwrap();
+    let app = leaderboard::api::server::app(cache.clone(), redis_url, store, &options).unwrap();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         leaderboard::api::server::serve_http1(listener, app, stop).await;

@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::ids::{ContestId, EntryId, MatchId};
 use crate::domain::points::{PlayerPoints, TeamPoints};
 use crate::domain::team::Team;
-use crate::hot::{self, HotPage};
+use crate::hot::{self, HotPage, RankedEntry};
 use crate::metrics;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{DurableStore, RankRow, RankSnapshotInfo};
 
 static ROUND_TRIP_RANK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -46,6 +48,17 @@ pub struct ContestSnapshot {
     pub player_points: Vec<PlayerPoints>,
     /// Distinct points, highest first, with how many entries score more.
     buckets: Vec<(TeamPoints, u64)>,
+    /// Where the contest is read from.
+    pub source: Source,
+}
+
+/// Where a contest's answers come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The live hot state in Redis.
+    Hot,
+    /// The durable store's latest rank snapshot: the contest is not in Redis.
+    Stored(RankSnapshotInfo),
 }
 
 impl ContestSnapshot {
@@ -89,7 +102,30 @@ impl ContestSnapshot {
             total: number("total"),
             player_points: player_points.into_iter().map(PlayerPoints).collect(),
             buckets,
+            source: Source::Hot,
         })
+    }
+
+    /// A contest answered from a stored rank snapshot.
+    pub fn stored(info: RankSnapshotInfo) -> ContestSnapshot {
+        ContestSnapshot {
+            contest_id: info.contest_id.clone(),
+            match_id: info.match_id.to_string(),
+            version: info.version,
+            ranks_version: info.version,
+            total: info.total,
+            player_points: Vec::new(),
+            buckets: Vec::new(),
+            source: Source::Stored(info),
+        }
+    }
+
+    /// The stored snapshot this contest is read from, if it is not in Redis.
+    pub fn stored_info(&self) -> Option<&RankSnapshotInfo> {
+        match &self.source {
+            Source::Hot => None,
+            Source::Stored(info) => Some(info),
+        }
     }
 
     /// 1 + entries with strictly more points, by binary search: O(log distinct).
@@ -118,6 +154,7 @@ impl RenderedPage {
             version: page.ranks_version,
             total: snapshot.total,
             entries: page.entries.iter().map(super::RankedRow::from).collect(),
+            snapshot: snapshot.stored_info().map(super::SnapshotOrigin::from),
         };
         RenderedPage {
             json: serde_json::to_vec(&body).expect("pages serialize").into(),
@@ -175,8 +212,13 @@ pub struct NodeCache {
     /// they live in `quick_cache` (a sharded map with S3-FIFO eviction, no
     /// per-read bookkeeping queue), looked up without building an owned key.
     entries: Arc<quick_cache::sync::Cache<(ContestId, EntryId), Arc<EntryTeam>>>,
-    pages: Cache<(ContestId, u64, usize, usize), Arc<RenderedPage>>,
+    /// (contest, ranks version, from the store, offset, limit)
+    pages: Cache<(ContestId, u64, bool, usize, usize), Arc<RenderedPage>>,
     positions: Cache<(ContestId, u64, EntryId), u64>,
+    /// Rows of stored rank snapshots: (position, row) by (contest, version, entry).
+    stored_rows: Cache<(ContestId, u64, EntryId), Arc<(u64, RankRow)>>,
+    /// The durable store, for contests no longer in Redis.
+    store: Option<EmbeddedStore>,
     matches: Cache<MatchId, Arc<MatchPlayers>>,
     backend_reads: Arc<AtomicU64>,
 }
@@ -211,11 +253,23 @@ impl NodeCache {
                 .max_capacity(10_000)
                 .time_to_live(max_staleness)
                 .build(),
+            stored_rows: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            store: None,
             backend_reads: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Redis reads made so far (each coalesced miss counts once).
+    /// Answers contests that are not in Redis from the store's latest rank
+    /// snapshot.
+    pub fn with_store(mut self, store: EmbeddedStore) -> NodeCache {
+        self.store = Some(store);
+        self
+    }
+
+    /// Redis and store reads made so far (each coalesced miss counts once).
     pub fn backend_reads(&self) -> u64 {
         self.backend_reads.load(Ordering::Relaxed)
     }
@@ -249,7 +303,57 @@ impl NodeCache {
                 .hgetall(hot::contest_histogram_key(contest_id))
                 .query_async(&mut connection)
                 .await?;
-        ContestSnapshot::from_parts(contest_id, &meta, histogram).map(Arc::new)
+        match ContestSnapshot::from_parts(contest_id, &meta, histogram) {
+            Err(ReadError::NotFound(message)) => {
+                let Some(store) = &self.store else {
+                    return Err(ReadError::NotFound(message));
+                };
+                self.count_read("store_contest");
+                match store.latest_rank_snapshot(contest_id).await {
+                    Ok(Some(info)) => Ok(Arc::new(ContestSnapshot::stored(info))),
+                    Ok(None) => Err(ReadError::NotFound(message)),
+                    Err(error) => Err(ReadError::Backend(error.to_string())),
+                }
+            }
+            other => other.map(Arc::new),
+        }
+    }
+
+    /// An entry's position and row in the stored snapshot `snapshot` reads from.
+    pub async fn stored_entry(
+        &self,
+        snapshot: &ContestSnapshot,
+        entry_id: &EntryId,
+    ) -> Result<Arc<(u64, RankRow)>, ReadError> {
+        let store = self
+            .store
+            .as_ref()
+            .filter(|_| snapshot.stored_info().is_some());
+        let Some(store) = store else {
+            return Err(ReadError::Backend("not a stored contest".into()));
+        };
+        let key = (
+            snapshot.contest_id.clone(),
+            snapshot.version,
+            entry_id.clone(),
+        );
+        self.stored_rows
+            .try_get_with(key, async {
+                self.count_read("store_entry");
+                store
+                    .rank_of_entry(&snapshot.contest_id, snapshot.version, entry_id)
+                    .await
+                    .map_err(|error| ReadError::Backend(error.to_string()))?
+                    .map(Arc::new)
+                    .ok_or_else(|| {
+                        ReadError::NotFound(format!(
+                            "entry `{entry_id}` is not in contest `{}`",
+                            snapshot.contest_id
+                        ))
+                    })
+            })
+            .await
+            .map_err(|error: Arc<ReadError>| (*error).clone())
     }
 
     pub async fn entry(
@@ -293,6 +397,7 @@ impl NodeCache {
         let key = (
             snapshot.contest_id.clone(),
             snapshot.ranks_version,
+            snapshot.stored_info().is_some(),
             offset,
             limit,
         );
@@ -301,6 +406,30 @@ impl NodeCache {
         }
         self.pages
             .try_get_with(key, async {
+                if let (Some(info), Some(store)) = (snapshot.stored_info(), &self.store) {
+                    self.count_read("store_page");
+                    let rows = store
+                        .rank_page(&info.contest_id, info.version, offset as u64, limit as u64)
+                        .await
+                        .map_err(|error| ReadError::Backend(error.to_string()))?;
+                    let page = HotPage {
+                        contest_id: info.contest_id.to_string(),
+                        match_id: info.match_id.to_string(),
+                        version: info.version,
+                        ranks_version: info.version,
+                        total: info.total,
+                        entries: rows
+                            .into_iter()
+                            .map(|row| RankedEntry {
+                                rank: row.rank,
+                                entry_id: row.entry_id.to_string(),
+                                user_id: row.user_id,
+                                points: row.points,
+                            })
+                            .collect(),
+                    };
+                    return Ok(Arc::new(RenderedPage::render(&page, snapshot)));
+                }
                 self.count_read("page");
                 let mut connection = self.connection.clone();
                 let page = hot::read_page(&mut connection, &snapshot.contest_id, offset, limit)
@@ -320,6 +449,9 @@ impl NodeCache {
         snapshot: &ContestSnapshot,
         entry_id: &EntryId,
     ) -> Result<u64, ReadError> {
+        if snapshot.stored_info().is_some() {
+            return Ok(self.stored_entry(snapshot, entry_id).await?.0);
+        }
         let key = (
             snapshot.contest_id.clone(),
             snapshot.ranks_version,
@@ -408,6 +540,7 @@ impl NodeCache {
             points: TeamPoints::from_f64_exact(score).unwrap_or_default(),
             total: total.unwrap_or(0),
             version: version.unwrap_or(0),
+            snapshot: None,
         })
     }
 

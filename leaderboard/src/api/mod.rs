@@ -137,6 +137,28 @@ pub struct LeaderboardPage {
     pub version: u64,
     pub total: u64,
     pub entries: Vec<RankedRow>,
+    /// Present when the contest is no longer in Redis and the page comes
+    /// from the durable store's latest rank snapshot (at `version`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotOrigin>,
+}
+
+/// Which stored rank snapshot an answer comes from.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SnapshotOrigin {
+    /// `final` (the standings when the match ended) or `recompute`.
+    pub source: String,
+    /// When it was computed, in milliseconds since the Unix epoch.
+    pub computed_at_ms: u64,
+}
+
+impl From<&crate::store::RankSnapshotInfo> for SnapshotOrigin {
+    fn from(info: &crate::store::RankSnapshotInfo) -> SnapshotOrigin {
+        SnapshotOrigin {
+            source: info.source.clone(),
+            computed_at_ms: info.computed_at_ms,
+        }
+    }
 }
 
 /// One ranked entry.
@@ -171,6 +193,9 @@ pub struct EntryRank {
     pub points: TeamPoints,
     pub total: u64,
     pub version: u64,
+    /// Present when answered from the durable store's latest rank snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotOrigin>,
 }
 
 /// The routes, for per-route counters looked up without hashing.
@@ -227,6 +252,7 @@ pub async fn leaderboard(
                 version: page.version,
                 total: page.total,
                 entries: page.entries.iter().map(RankedRow::from).collect(),
+                snapshot: None,
             },
         ));
     }
@@ -252,6 +278,23 @@ pub async fn entry_rank(
         return Ok(json_response(Route::Entry, &answer));
     }
     let snapshot = state.cache.contest(&contest).await?;
+    if let Some(info) = snapshot.stored_info() {
+        let stored = state.cache.stored_entry(&snapshot, &entry).await?;
+        let row = &stored.1;
+        return Ok(json_response(
+            Route::Entry,
+            &EntryRank {
+                contest_id: contest.to_string(),
+                entry_id: entry.to_string(),
+                user_id: row.user_id.clone(),
+                rank: row.rank,
+                points: row.points,
+                total: snapshot.total,
+                version: snapshot.version,
+                snapshot: Some(info.into()),
+            },
+        ));
+    }
     let team = state.cache.entry(&contest, &entry).await?;
     let points = team.team.points(&snapshot.player_points);
     Ok(json_response(
@@ -264,6 +307,7 @@ pub async fn entry_rank(
             points,
             total: snapshot.total,
             version: snapshot.version,
+            snapshot: None,
         },
     ))
 }

@@ -22,7 +22,8 @@ use super::{router, ApiState};
 use crate::hot;
 use crate::metrics;
 use crate::service::admin::{self, ReadyCheck};
-use crate::store::StoreUri;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{open_embedded, DurableStore};
 
 /// Tuning of the read API.
 #[derive(Debug, Clone, clap::Args)]
@@ -133,27 +134,21 @@ impl<'a> HotRoute<'a> {
 }
 
 /// Builds the application: API routes (rate-limited) and admin routes.
+/// `/readyz` is ready when Redis and the durable store answer.
 pub fn app(
     cache: NodeCache,
     redis_url: &str,
-    store: &str,
+    store: Option<EmbeddedStore>,
     options: &ServeOptions,
 ) -> anyhow::Result<App> {
-    let store_uri = StoreUri::parse(store)?;
     let checks = vec![
         ReadyCheck::redis(redis_url)?,
         ReadyCheck::new("store", move || {
-            let uri = store_uri.clone();
+            let store = store.clone();
             async move {
-                match uri {
-                    // The embedded database has one writer, `ingest run`; the API
-                    // checks that it exists and can be read.
-                    StoreUri::File(path) => std::fs::metadata(path.join("leaderboard.redb"))
-                        .map(|_| ())
-                        .map_err(|e| format!("{}: {e}", path.display())),
-                    StoreUri::Scylla { .. } => {
-                        Err("the Scylla store is not part of this build".to_owned())
-                    }
+                match store {
+                    Some(store) => store.ping().await.map_err(|error| error.to_string()),
+                    None => Err("no durable store is configured".to_owned()),
                 }
             }
         }),
@@ -192,13 +187,16 @@ pub async fn run(
     let connection = hot::connect(redis_url)
         .await
         .with_context(|| format!("cannot connect to Redis at {redis_url}"))?;
-    let cache = NodeCache::new(connection, Duration::from_millis(options.max_staleness_ms));
+    let store =
+        open_embedded(store).with_context(|| format!("cannot open the durable store `{store}`"))?;
+    let cache = NodeCache::new(connection, Duration::from_millis(options.max_staleness_ms))
+        .with_store(store.clone());
     let follower = tokio::spawn(follow_notices(
         cache.clone(),
         redis_url.to_owned(),
         shutdown.clone(),
     ));
-    let app = app(cache, redis_url, store, &options)?;
+    let app = app(cache, redis_url, Some(store), &options)?;
     let address = listener.local_addr()?;
     tracing::info!(%address, rate_limit = options.rate_limit, "leaderboard listening");
     serve_http1(listener, app, shutdown.clone()).await;

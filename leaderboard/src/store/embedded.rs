@@ -1,27 +1,102 @@
-//! The embedded durable store: one redb file (`STORE=file://DIR` keeps
-//! `DIR/leaderboard.redb`). redb is a pure-Rust, ACID, crash-safe B-tree
-//! store: a committed batch survives kill -9, a half-written one never shows.
+//! The embedded durable store: one SQLite database (`STORE=file://DIR` keeps
+//! `DIR/leaderboard.sqlite`), in WAL mode with full fsync on commit.
+//!
+//! Why SQLite (through `rusqlite`, the library bundled): it is ACID and
+//! crash-safe (a committed batch survives kill -9, a half-written one never
+//! shows), and, unlike single-process embedded stores, several processes can
+//! open one database at once — `ingest run` writes every batch while
+//! `leaderboard serve` reads rank snapshots and `jobs` writes them, each with
+//! its own connection; WAL lets readers go on while a writer commits.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{DurableStore, StoreBatch, StoreError, StoreSnapshot};
+use super::{
+    DurableStore, RankRow, RankSnapshot, RankSnapshotInfo, StoreBatch, StoreError, StoreSnapshot,
+    KEEP_RANK_SNAPSHOTS,
+};
 use crate::domain::contest::{ContestRecord, EntryRecord};
 use crate::domain::event::MatchEvent;
-use crate::domain::ids::ContestId;
+use crate::domain::ids::{ContestId, EntryId, MatchId};
+use crate::domain::points::TeamPoints;
 
-const CONTESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contests");
-const CONTEST_VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("contest_versions");
-/// (contest, sequence of acceptance) → entry JSON; the sequence keeps arrival order.
-const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
-/// (match, seq) → event JSON.
-const MATCH_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("match_events");
+/// The file inside the store's directory.
+pub const FILE_NAME: &str = "leaderboard.sqlite";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS contests (
+    contest_id TEXT PRIMARY KEY,
+    record     BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contest_versions (
+    contest_id TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL
+) WITHOUT ROWID;
+-- seq: order of acceptance within the contest.
+CREATE TABLE IF NOT EXISTS entries (
+    contest_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    record     BLOB NOT NULL,
+    PRIMARY KEY (contest_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS match_events (
+    match_id TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    event    BLOB NOT NULL,
+    PRIMARY KEY (match_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rank_snapshots (
+    contest_id     TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    match_id       TEXT NOT NULL,
+    total          INTEGER NOT NULL,
+    computed_at_ms INTEGER NOT NULL,
+    source         TEXT NOT NULL,
+    PRIMARY KEY (contest_id, version)
+) WITHOUT ROWID;
+-- position: 0-based place in page order; points in half-point units.
+CREATE TABLE IF NOT EXISTS rank_rows (
+    contest_id TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    position   INTEGER NOT NULL,
+    rank       INTEGER NOT NULL,
+    entry_id   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    points     INTEGER NOT NULL,
+    PRIMARY KEY (contest_id, version, position)
+) WITHOUT ROWID;
+-- An entry's rank in any snapshot, and its history across snapshots.
+CREATE INDEX IF NOT EXISTS rank_rows_by_entry ON rank_rows (contest_id, entry_id, version);
+";
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn fail(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |error| StoreError::backend(operation, error)
+}
+
+fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> StoreError {
+    move |error| StoreError::Corrupt {
+        what,
+        message: error.to_string(),
+    }
+}
+
+fn id<T>(
+    what: &str,
+    parse: impl FnOnce(&str) -> Result<T, crate::domain::ids::IdError>,
+    text: &str,
+) -> Result<T, StoreError> {
+    parse(text).map_err(|error| StoreError::Corrupt {
+        what: what.to_owned(),
+        message: error.to_string(),
+    })
 }
 
 impl EmbeddedStore {
@@ -30,120 +105,246 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir).map_err(|error| {
             StoreError::backend("create directory", format!("{}: {error}", dir.display()))
         })?;
-        let path = dir.join("leaderboard.redb");
-        let db = Database::create(&path)
+        let path = dir.join(FILE_NAME);
+        let connection = Connection::open(&path)
             .map_err(|error| StoreError::backend("open", format!("{}: {error}", path.display())))?;
-        let txn = db
-            .begin_write()
-            .map_err(|e| StoreError::backend("open", e))?;
-        {
-            txn.open_table(CONTESTS)
-                .map_err(|e| StoreError::backend("open", e))?;
-            txn.open_table(CONTEST_VERSIONS)
-                .map_err(|e| StoreError::backend("open", e))?;
-            txn.open_table(ENTRIES)
-                .map_err(|e| StoreError::backend("open", e))?;
-            txn.open_table(MATCH_EVENTS)
-                .map_err(|e| StoreError::backend("open", e))?;
-        }
-        txn.commit().map_err(|e| StoreError::backend("open", e))?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        // Another process may hold the write lock for a moment: wait for it.
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(fail("open"))?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail("open"))?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(fail("open"))?;
+        connection.execute_batch(SCHEMA).map_err(fail("open"))?;
+        Ok(EmbeddedStore {
+            connection: Arc::new(Mutex::new(connection)),
+        })
     }
 
-    fn apply_blocking(&self, batch: &StoreBatch) -> Result<(), StoreError> {
-        let fail = |e: &dyn std::fmt::Display| StoreError::backend("write", e);
-        let txn = self.db.begin_write().map_err(|e| fail(&e))?;
+    /// Runs `work` on the connection, off the async runtime.
+    async fn with<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|_| StoreError::backend(operation, "a previous operation panicked"))?;
+            work(&mut connection)
+        })
+        .await
+        .map_err(|error| StoreError::backend(operation, error))?
+    }
+
+    fn apply_blocking(connection: &mut Connection, batch: &StoreBatch) -> Result<(), StoreError> {
+        let write = fail("write");
+        let txn = connection.transaction().map_err(&write)?;
         {
-            let mut contests = txn.open_table(CONTESTS).map_err(|e| fail(&e))?;
+            let mut insert = txn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO contests (contest_id, record) VALUES (?1, ?2)",
+                )
+                .map_err(&write)?;
             for contest in &batch.contests {
                 let json = serde_json::to_vec(contest).expect("records serialize");
-                contests
-                    .insert(contest.contest_id.as_str(), json.as_slice())
-                    .map_err(|e| fail(&e))?;
+                insert
+                    .execute(params![contest.contest_id.as_str(), json])
+                    .map_err(&write)?;
             }
-            let mut entries = txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
+            let mut insert = txn
+                .prepare_cached(
+                    "INSERT INTO entries (contest_id, seq, record)
+                     SELECT ?1, COALESCE(MAX(seq) + 1, 0), ?2 FROM entries WHERE contest_id = ?1",
+                )
+                .map_err(&write)?;
             for entry in &batch.entries {
-                let contest = entry.contest_id.as_str();
-                let next = entries
-                    .range((contest, 0)..=(contest, u64::MAX))
-                    .map_err(|e| fail(&e))?
-                    .next_back()
-                    .transpose()
-                    .map_err(|e| fail(&e))?
-                    .map_or(0, |(key, _)| key.value().1 + 1);
                 let json = serde_json::to_vec(entry).expect("records serialize");
-                entries
-                    .insert((contest, next), json.as_slice())
-                    .map_err(|e| fail(&e))?;
+                insert
+                    .execute(params![entry.contest_id.as_str(), json])
+                    .map_err(&write)?;
             }
-            let mut events = txn.open_table(MATCH_EVENTS).map_err(|e| fail(&e))?;
+            let mut insert = txn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO match_events (match_id, seq, event) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(&write)?;
             for event in &batch.match_events {
-                events
-                    .insert(
-                        (event.match_id.as_str(), event.seq),
-                        event.to_json().as_slice(),
-                    )
-                    .map_err(|e| fail(&e))?;
+                insert
+                    .execute(params![event.match_id.as_str(), event.seq, event.to_json()])
+                    .map_err(&write)?;
             }
-            let mut versions = txn.open_table(CONTEST_VERSIONS).map_err(|e| fail(&e))?;
+            let mut upsert = txn
+                .prepare_cached(
+                    "INSERT INTO contest_versions (contest_id, version) VALUES (?1, ?2)
+                     ON CONFLICT (contest_id) DO UPDATE SET version = excluded.version",
+                )
+                .map_err(&write)?;
             for (contest, version) in &batch.contest_versions {
-                versions
-                    .insert(contest.as_str(), *version)
-                    .map_err(|e| fail(&e))?;
+                upsert
+                    .execute(params![contest.as_str(), version])
+                    .map_err(&write)?;
             }
         }
-        txn.commit().map_err(|e| fail(&e))
+        for snapshot in &batch.rank_snapshots {
+            Self::put_snapshot(&txn, snapshot)?;
+        }
+        txn.commit().map_err(&write)
     }
 
-    fn load_blocking(&self) -> Result<StoreSnapshot, StoreError> {
-        let fail = |e: &dyn std::fmt::Display| StoreError::backend("read", e);
-        let corrupt = |what: String, e: serde_json::Error| StoreError::Corrupt {
-            what,
-            message: e.to_string(),
-        };
-        let txn = self.db.begin_read().map_err(|e| fail(&e))?;
+    /// Writes one rank snapshot and drops the contest's snapshots older than
+    /// the newest [`KEEP_RANK_SNAPSHOTS`].
+    fn put_snapshot(
+        txn: &rusqlite::Transaction<'_>,
+        snapshot: &RankSnapshot,
+    ) -> Result<(), StoreError> {
+        let write = fail("write rank snapshot");
+        let contest = snapshot.info.contest_id.as_str();
+        let version = snapshot.info.version;
+        txn.execute(
+            "DELETE FROM rank_rows WHERE contest_id = ?1 AND version = ?2",
+            params![contest, version],
+        )
+        .map_err(&write)?;
+        txn.execute(
+            "INSERT OR REPLACE INTO rank_snapshots
+                 (contest_id, version, match_id, total, computed_at_ms, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                contest,
+                version,
+                snapshot.info.match_id.as_str(),
+                snapshot.info.total,
+                snapshot.info.computed_at_ms,
+                snapshot.info.source
+            ],
+        )
+        .map_err(&write)?;
+        let mut insert = txn
+            .prepare_cached(
+                "INSERT INTO rank_rows (contest_id, version, position, rank, entry_id, user_id, points)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(&write)?;
+        for (position, row) in snapshot.rows.iter().enumerate() {
+            insert
+                .execute(params![
+                    contest,
+                    version,
+                    position as u64,
+                    row.rank,
+                    row.entry_id.as_str(),
+                    row.user_id,
+                    row.points.halves()
+                ])
+                .map_err(&write)?;
+        }
+        let keep_from: Option<u64> = txn
+            .query_row(
+                "SELECT version FROM rank_snapshots WHERE contest_id = ?1
+                 ORDER BY version DESC LIMIT 1 OFFSET ?2",
+                params![contest, KEEP_RANK_SNAPSHOTS as u64 - 1],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(&write)?;
+        if let Some(oldest_kept) = keep_from {
+            txn.execute(
+                "DELETE FROM rank_rows WHERE contest_id = ?1 AND version < ?2",
+                params![contest, oldest_kept],
+            )
+            .map_err(&write)?;
+            txn.execute(
+                "DELETE FROM rank_snapshots WHERE contest_id = ?1 AND version < ?2",
+                params![contest, oldest_kept],
+            )
+            .map_err(&write)?;
+        }
+        Ok(())
+    }
+
+    fn load_blocking(connection: &mut Connection) -> Result<StoreSnapshot, StoreError> {
+        let read = fail("read");
+        // One read transaction: a consistent view while ingest may be writing.
+        let txn = connection.transaction().map_err(&read)?;
         let mut snapshot = StoreSnapshot::default();
+        {
+            let mut contests = txn
+                .prepare(
+                    "SELECT c.contest_id, c.record, COALESCE(v.version, 0)
+                     FROM contests c LEFT JOIN contest_versions v USING (contest_id)
+                     ORDER BY c.contest_id",
+                )
+                .map_err(&read)?;
+            let mut rows = contests.query([]).map_err(&read)?;
+            while let Some(row) = rows.next().map_err(&read)? {
+                let contest: String = row.get(0).map_err(&read)?;
+                let record: Vec<u8> = row.get(1).map_err(&read)?;
+                let version: u64 = row.get(2).map_err(&read)?;
+                let record: ContestRecord = serde_json::from_slice(&record)
+                    .map_err(corrupt(format!("contest {contest}")))?;
+                snapshot.contests.push((record, version));
+            }
 
-        let versions = txn.open_table(CONTEST_VERSIONS).map_err(|e| fail(&e))?;
-        let contests = txn.open_table(CONTESTS).map_err(|e| fail(&e))?;
-        for row in contests.iter().map_err(|e| fail(&e))? {
-            let (key, value) = row.map_err(|e| fail(&e))?;
-            let record: ContestRecord = serde_json::from_slice(value.value())
-                .map_err(|e| corrupt(format!("contest {}", key.value()), e))?;
-            let version = versions
-                .get(key.value())
-                .map_err(|e| fail(&e))?
-                .map_or(0, |v| v.value());
-            snapshot.contests.push((record, version));
-        }
+            let mut entries = txn
+                .prepare("SELECT contest_id, seq, record FROM entries ORDER BY contest_id, seq")
+                .map_err(&read)?;
+            let mut rows = entries.query([]).map_err(&read)?;
+            while let Some(row) = rows.next().map_err(&read)? {
+                let contest: String = row.get(0).map_err(&read)?;
+                let seq: u64 = row.get(1).map_err(&read)?;
+                let record: Vec<u8> = row.get(2).map_err(&read)?;
+                let record: EntryRecord = serde_json::from_slice(&record)
+                    .map_err(corrupt(format!("entry {contest}/{seq}")))?;
+                let contest = id("entry key", ContestId::parse, &contest)?;
+                snapshot.entries.entry(contest).or_default().push(record);
+            }
 
-        let entries = txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
-        for row in entries.iter().map_err(|e| fail(&e))? {
-            let (key, value) = row.map_err(|e| fail(&e))?;
-            let (contest, sequence) = key.value();
-            let record: EntryRecord = serde_json::from_slice(value.value())
-                .map_err(|e| corrupt(format!("entry {contest}/{sequence}"), e))?;
-            let contest = ContestId::parse(contest).map_err(|e| StoreError::Corrupt {
-                what: "entry key".into(),
-                message: e.to_string(),
-            })?;
-            snapshot.entries.entry(contest).or_default().push(record);
+            let mut events = txn
+                .prepare("SELECT match_id, seq, event FROM match_events ORDER BY match_id, seq")
+                .map_err(&read)?;
+            let mut rows = events.query([]).map_err(&read)?;
+            while let Some(row) = rows.next().map_err(&read)? {
+                let match_id: String = row.get(0).map_err(&read)?;
+                let seq: u64 = row.get(1).map_err(&read)?;
+                let event: Vec<u8> = row.get(2).map_err(&read)?;
+                let event: MatchEvent = serde_json::from_slice(&event)
+                    .map_err(corrupt(format!("event {match_id}/{seq}")))?;
+                snapshot
+                    .match_events
+                    .entry(event.match_id.clone())
+                    .or_default()
+                    .push(event);
+            }
         }
-
-        let events = txn.open_table(MATCH_EVENTS).map_err(|e| fail(&e))?;
-        for row in events.iter().map_err(|e| fail(&e))? {
-            let (key, value) = row.map_err(|e| fail(&e))?;
-            let (match_id, seq) = key.value();
-            let event: MatchEvent = serde_json::from_slice(value.value())
-                .map_err(|e| corrupt(format!("event {match_id}/{seq}"), e))?;
-            snapshot
-                .match_events
-                .entry(event.match_id.clone())
-                .or_default()
-                .push(event);
-        }
+        txn.commit().map_err(&read)?;
         Ok(snapshot)
     }
+}
+
+fn rank_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, u64, String, String, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn to_rank_row(
+    (_, rank, entry_id, user_id, points): (u64, u64, String, String, i64),
+) -> Result<RankRow, StoreError> {
+    Ok(RankRow {
+        rank,
+        entry_id: id("rank row", EntryId::parse, &entry_id)?,
+        user_id,
+        points: TeamPoints(points),
+    })
 }
 
 impl DurableStore for EmbeddedStore {
@@ -151,23 +352,152 @@ impl DurableStore for EmbeddedStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.apply_blocking(&batch))
-            .await
-            .map_err(|e| StoreError::backend("write", e))?
+        self.with("write", move |connection| {
+            Self::apply_blocking(connection, &batch)
+        })
+        .await
     }
 
     async fn load(&self) -> Result<StoreSnapshot, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.load_blocking())
-            .await
-            .map_err(|e| StoreError::backend("read", e))?
+        self.with("read", Self::load_blocking).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.db
-            .begin_read()
-            .map(|_| ())
-            .map_err(|e| StoreError::backend("ping", e))
+        self.with("ping", |connection| {
+            connection
+                .query_row("SELECT COUNT(*) FROM rank_snapshots", [], |row| {
+                    row.get::<_, u64>(0)
+                })
+                .map(|_| ())
+                .map_err(fail("ping"))
+        })
+        .await
+    }
+
+    async fn latest_rank_snapshot(
+        &self,
+        contest: &ContestId,
+    ) -> Result<Option<RankSnapshotInfo>, StoreError> {
+        let contest = contest.clone();
+        self.with("read rank snapshot", move |connection| {
+            let read = fail("read rank snapshot");
+            let found: Option<(u64, String, u64, u64, String)> = connection
+                .query_row(
+                    "SELECT version, match_id, total, computed_at_ms, source FROM rank_snapshots
+                     WHERE contest_id = ?1 ORDER BY version DESC LIMIT 1",
+                    params![contest.as_str()],
+                    |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(&read)?;
+            found
+                .map(|(version, match_id, total, computed_at_ms, source)| {
+                    Ok(RankSnapshotInfo {
+                        contest_id: contest.clone(),
+                        match_id: id("rank snapshot", MatchId::parse, &match_id)?,
+                        version,
+                        total,
+                        computed_at_ms,
+                        source,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn rank_page(
+        &self,
+        contest: &ContestId,
+        version: u64,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<RankRow>, StoreError> {
+        let contest = contest.clone();
+        self.with("read rank page", move |connection| {
+            let read = fail("read rank page");
+            let mut page = connection
+                .prepare_cached(
+                    "SELECT position, rank, entry_id, user_id, points FROM rank_rows
+                     WHERE contest_id = ?1 AND version = ?2 AND position >= ?3
+                     ORDER BY position LIMIT ?4",
+                )
+                .map_err(&read)?;
+            let rows = page
+                .query_map(params![contest.as_str(), version, offset, limit], rank_row)
+                .map_err(&read)?;
+            rows.map(|row| to_rank_row(row.map_err(&read)?)).collect()
+        })
+        .await
+    }
+
+    async fn rank_of_entry(
+        &self,
+        contest: &ContestId,
+        version: u64,
+        entry: &EntryId,
+    ) -> Result<Option<(u64, RankRow)>, StoreError> {
+        let (contest, entry) = (contest.clone(), entry.clone());
+        self.with("read entry rank", move |connection| {
+            let read = fail("read entry rank");
+            let found = connection
+                .prepare_cached(
+                    "SELECT position, rank, entry_id, user_id, points FROM rank_rows
+                     WHERE contest_id = ?1 AND entry_id = ?2 AND version = ?3",
+                )
+                .map_err(&read)?
+                .query_row(params![contest.as_str(), entry.as_str(), version], rank_row)
+                .optional()
+                .map_err(&read)?;
+            found.map(|row| Ok((row.0, to_rank_row(row)?))).transpose()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn passes_the_conformance_suite() {
+        let dirs = std::sync::Mutex::new(Vec::new());
+        conformance::run_all(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            dirs.lock().unwrap().push(dir);
+            store
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_second_handle_reads_what_the_first_wrote_and_data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = EmbeddedStore::open(dir.path()).unwrap();
+        // As `leaderboard serve` does beside `ingest run`: its own connection.
+        let reader = EmbeddedStore::open(dir.path()).unwrap();
+        conformance::rank_snapshots_page_rank_and_expire(&writer).await;
+        let contest = ContestId::parse("c1").unwrap();
+        let latest = reader
+            .latest_rank_snapshot(&contest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.version, 9);
+        drop((writer, reader));
+        let reopened = EmbeddedStore::open(dir.path()).unwrap();
+        let page = reopened.rank_page(&contest, 9, 0, 10).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].entry_id.as_str(), "e7");
     }
 }

@@ -1,7 +1,9 @@
-//! The durable store port: contests, entries, the applied match-event log and
-//! contest versions, written atomically per batch. The embedded default is
-//! [`embedded::EmbeddedStore`] (redb); the Scylla adapter implements the same trait.
+//! The durable store port: contests, entries, the applied match-event log,
+//! contest versions and rank snapshots, written atomically per batch. The
+//! embedded default is [`embedded::EmbeddedStore`] (SQLite); the Scylla adapter
+//! implements the same trait and passes the same [`conformance`] suite.
 
+pub mod conformance;
 pub mod embedded;
 
 use std::collections::BTreeMap;
@@ -9,7 +11,12 @@ use std::future::Future;
 
 use crate::domain::contest::{ContestRecord, EntryRecord};
 use crate::domain::event::MatchEvent;
-use crate::domain::ids::{ContestId, MatchId};
+use crate::domain::ids::{ContestId, EntryId, MatchId};
+use crate::domain::points::TeamPoints;
+
+/// Rank snapshots kept per contest (older ones are dropped when a new one is
+/// written): enough for an entry's recent history, bounded in size.
+pub const KEEP_RANK_SNAPSHOTS: usize = 3;
 
 /// Why the store failed; always says what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +50,7 @@ pub struct StoreBatch {
     pub entries: Vec<EntryRecord>,
     pub match_events: Vec<MatchEvent>,
     pub contest_versions: Vec<(ContestId, u64)>,
+    pub rank_snapshots: Vec<RankSnapshot>,
 }
 
 impl StoreBatch {
@@ -51,6 +59,71 @@ impl StoreBatch {
             && self.entries.is_empty()
             && self.match_events.is_empty()
             && self.contest_versions.is_empty()
+            && self.rank_snapshots.is_empty()
+    }
+}
+
+/// One row of a rank snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankRow {
+    pub rank: u64,
+    pub entry_id: EntryId,
+    pub user_id: String,
+    pub points: TeamPoints,
+}
+
+/// What a rank snapshot is: whose, as of which contest version, and who made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankSnapshotInfo {
+    pub contest_id: ContestId,
+    pub match_id: MatchId,
+    /// The contest version the ranks were computed at.
+    pub version: u64,
+    pub total: u64,
+    /// Milliseconds since the Unix epoch.
+    pub computed_at_ms: u64,
+    /// `final` (written by ingest when the match ended) or `recompute` (jobs).
+    pub source: String,
+}
+
+/// A contest's complete standings as of one version, in page order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankSnapshot {
+    pub info: RankSnapshotInfo,
+    pub rows: Vec<RankRow>,
+}
+
+impl RankSnapshot {
+    /// Ranks `entries` (entry, user, points): competition ranks (1, 2, 2, 4),
+    /// in the hot sorted set's page order — points descending, ties by entry
+    /// id descending — so a page reads the same from either store.
+    pub fn rank(
+        mut info: RankSnapshotInfo,
+        entries: impl IntoIterator<Item = (EntryId, String, TeamPoints)>,
+    ) -> RankSnapshot {
+        let mut rows: Vec<RankRow> = entries
+            .into_iter()
+            .map(|(entry_id, user_id, points)| RankRow {
+                rank: 0,
+                entry_id,
+                user_id,
+                points,
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| {
+            b.points
+                .cmp(&a.points)
+                .then_with(|| b.entry_id.as_str().cmp(a.entry_id.as_str()))
+        });
+        let mut rank = 1;
+        for position in 0..rows.len() {
+            if position > 0 && rows[position].points != rows[position - 1].points {
+                rank = position as u64 + 1;
+            }
+            rows[position].rank = rank;
+        }
+        info.total = rows.len() as u64;
+        RankSnapshot { info, rows }
     }
 }
 
@@ -72,6 +145,26 @@ pub trait DurableStore: Send + Sync + 'static {
     fn load(&self) -> impl Future<Output = Result<StoreSnapshot, StoreError>> + Send;
     /// Answers when the store is usable (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The newest rank snapshot of a contest, if any.
+    fn latest_rank_snapshot(
+        &self,
+        contest: &ContestId,
+    ) -> impl Future<Output = Result<Option<RankSnapshotInfo>, StoreError>> + Send;
+    /// Rows `offset..offset + limit` (0-based positions) of a snapshot.
+    fn rank_page(
+        &self,
+        contest: &ContestId,
+        version: u64,
+        offset: u64,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<RankRow>, StoreError>> + Send;
+    /// An entry's 0-based position and row in a snapshot.
+    fn rank_of_entry(
+        &self,
+        contest: &ContestId,
+        version: u64,
+        entry: &EntryId,
+    ) -> impl Future<Output = Result<Option<(u64, RankRow)>, StoreError>> + Send;
 }
 
 /// Where the store is, parsed from `STORE`.
