@@ -50,10 +50,11 @@ impl RateLimit {
         peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
     }
 
-    /// Spends one token of `client`'s bucket, or answers 429 with `Retry-After`.
-    pub fn check(&self, client: IpAddr) -> Result<(), Response> {
+    /// Spends one token of `client`'s bucket; when it is dry, the 429 answer
+    /// (with `Retry-After`) to send instead.
+    pub fn refusal(&self, client: IpAddr) -> Option<Response> {
         let Err(not_until) = self.limiter.check_key(&client) else {
-            return Ok(());
+            return None;
         };
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -69,7 +70,7 @@ impl RateLimit {
             header::RETRY_AFTER,
             HeaderValue::from_str(&seconds.max(1).to_string()).expect("digits are a valid header"),
         );
-        Err(response)
+        Some(response)
     }
 }
 
@@ -79,8 +80,8 @@ pub async fn limit(State(limit): State<Arc<RateLimit>>, request: Request, next: 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
-    match limit.check(limit.client(request.headers(), peer)) {
-        Ok(()) => next.run(request).await,
-        Err(response) => response,
+    match limit.refusal(limit.client(request.headers(), peer)) {
+        None => next.run(request).await,
+        Some(refused) => refused,
     }
 }

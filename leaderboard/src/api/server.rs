@@ -81,7 +81,9 @@ impl App {
         if request.method() == Method::GET {
             if let Some(route) = HotRoute::of(request.uri()) {
                 if let Some(limit) = &self.limit {
-                    if let Err(refused) = limit.check(limit.client(request.headers(), Some(peer))) {
+                    if let Some(refused) =
+                        limit.refusal(limit.client(request.headers(), Some(peer)))
+                    {
                         return Ok(refused);
                     }
                 }
