@@ -431,6 +431,23 @@ pub struct HotPage {
     pub entries: Vec<RankedEntry>,
 }
 
+/// A page in one atomic step: meta, rows with scores, the count strictly
+/// above the first row's score, and the rows' users.
+static READ_PAGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local meta = redis.call('HGETALL', KEYS[1])
+        if #meta == 0 then return {{}, {}, 0, {}} end
+        local rows = redis.call('ZREVRANGE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES')
+        if #rows == 0 then return {meta, rows, 0, {}} end
+        local above = redis.call('ZCOUNT', KEYS[2], '(' .. rows[2], '+inf')
+        local ids = {}
+        for i = 1, #rows, 2 do ids[#ids + 1] = rows[i] end
+        return {meta, rows, above, redis.call('HMGET', KEYS[3], unpack(ids))}
+        ",
+    )
+});
+
 /// Reads a page of the sorted set with competition ranks.
 pub async fn read_page(
     connection: &mut ConnectionManager,
@@ -438,50 +455,42 @@ pub async fn read_page(
     offset: usize,
     limit: usize,
 ) -> RedisResult<Option<HotPage>> {
-    // One transaction: the rows belong to the `ranks_version` read with them.
     let (start, stop) = if limit == 0 {
         (1, 0)
     } else {
         (offset as isize, (offset + limit - 1) as isize)
     };
-    let (meta, rows): (
+    // One script, so one atomic read: the rows, the rank of the first one
+    // (entries strictly above its points), their users and the
+    // `ranks_version` all belong to the same state.
+    let (meta, rows, above, users): (
         std::collections::HashMap<String, String>,
         Vec<(String, f64)>,
-    ) = redis::pipe()
-        .atomic()
-        .hgetall(contest_meta_key(contest))
-        .zrevrange_withscores(contest_ranks_key(contest), start, stop)
-        .query_async(connection)
+        u64,
+        Vec<Option<String>>,
+    ) = READ_PAGE
+        .key(contest_meta_key(contest))
+        .key(contest_ranks_key(contest))
+        .key(contest_users_key(contest))
+        .arg(start)
+        .arg(stop)
+        .invoke_async(connection)
         .await?;
     if meta.is_empty() {
         return Ok(None);
     }
     let mut entries = Vec::with_capacity(rows.len());
-    if let Some((_, first)) = rows.first() {
-        let above: u64 = redis::cmd("ZCOUNT")
-            .arg(contest_ranks_key(contest))
-            .arg(format!("({first}"))
-            .arg("+inf")
-            .query_async(connection)
-            .await?;
-        let ids: Vec<&str> = rows.iter().map(|(e, _)| e.as_str()).collect();
-        let users: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(contest_users_key(contest))
-            .arg(&ids)
-            .query_async(connection)
-            .await?;
-        let mut rank = above + 1;
-        for (position, ((entry, score), user)) in rows.iter().zip(users).enumerate() {
-            if position > 0 && *score != rows[position - 1].1 {
-                rank = offset as u64 + position as u64 + 1;
-            }
-            entries.push(RankedEntry {
-                rank,
-                entry_id: entry.clone(),
-                user_id: user.unwrap_or_default(),
-                points: TeamPoints::from_f64_exact(*score).unwrap_or_default(),
-            });
+    let mut rank = above + 1;
+    for (position, ((entry, score), user)) in rows.iter().zip(users).enumerate() {
+        if position > 0 && *score != rows[position - 1].1 {
+            rank = offset as u64 + position as u64 + 1;
         }
+        entries.push(RankedEntry {
+            rank,
+            entry_id: entry.clone(),
+            user_id: user.unwrap_or_default(),
+            points: TeamPoints::from_f64_exact(*score).unwrap_or_default(),
+        });
     }
     let number = |field: &str| meta.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
     Ok(Some(HotPage {

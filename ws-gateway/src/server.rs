@@ -213,7 +213,8 @@ async fn accept(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cancella
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
-        let shutdown = shutdown.clone();
+        // Its own child token: see `Session::serve`.
+        let shutdown = shutdown.child_token();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();

@@ -125,7 +125,10 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let limits = self.context.limits.clone();
-        let shutdown = self.context.shutdown.clone();
+        // A child token per session: polling a token locks its node, and one
+        // node shared by every session would be one lock contended by all of
+        // them on every wake-up (a fan-out wakes thousands at once).
+        let shutdown = self.context.shutdown.child_token();
         let mut heartbeat = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.heartbeat,
             limits.heartbeat,
@@ -135,11 +138,19 @@ impl Session {
         loop {
             // Write whatever waits, one frame at a time.
             while let Some(frame) = self.outbox.pop() {
-                let kind = frame_type(&frame);
-                match tokio::time::timeout(limits.stuck_timeout, ws.send(Message::Text(frame)))
-                    .await
-                {
-                    Ok(Ok(())) => metrics::FRAMES_SENT.with_label_values(&[kind]).inc(),
+                let sent = &FRAMES_SENT[frame_type_index(&frame)];
+                // Most writes complete at once (the socket has room): only a
+                // write that has to wait gets a timer, so a fan-out to
+                // thousands of sessions does not arm thousands of timers.
+                let mut send = ws.send(Message::Text(frame));
+                let done = match futures::poll!(&mut send) {
+                    std::task::Poll::Ready(done) => Ok(done),
+                    std::task::Poll::Pending => {
+                        tokio::time::timeout(limits.stuck_timeout, send).await
+                    }
+                };
+                match done {
+                    Ok(Ok(())) => sent.inc(),
                     Ok(Err(_)) => return End::Gone,
                     Err(_) => {
                         return End::Close(
@@ -280,25 +291,40 @@ impl Session {
     }
 }
 
-/// The `type` of a frame we built, for the metrics label.
-fn frame_type(frame: &Utf8Bytes) -> &'static str {
+/// The frame types we build, as the metrics label names them.
+const FRAME_TYPES: [&str; 7] = [
+    "update",
+    "snapshot",
+    "pong",
+    "error",
+    "subscribed",
+    "unsubscribed",
+    "other",
+];
+
+/// `ws_frames_sent_total` per frame type, resolved once: no label lookup per frame.
+static FRAMES_SENT: std::sync::LazyLock<[prometheus::IntCounter; 7]> =
+    std::sync::LazyLock::new(|| {
+        FRAME_TYPES.map(|kind| metrics::FRAMES_SENT.with_label_values(&[kind]))
+    });
+
+/// Index in [`FRAME_TYPES`] of a frame we built (its `type` is its first field).
+fn frame_type_index(frame: &Utf8Bytes) -> usize {
     let text = frame.as_str();
-    for kind in [
-        "update",
-        "snapshot",
-        "pong",
-        "error",
-        "subscribed",
-        "unsubscribed",
-    ] {
-        if text
-            .get(9..9 + kind.len())
-            .is_some_and(|found| found == kind)
-        {
-            return kind;
-        }
-    }
-    "other"
+    FRAME_TYPES[..6]
+        .iter()
+        .position(|kind| {
+            text.get(9..9 + kind.len())
+                .is_some_and(|found| found == *kind)
+                && text.as_bytes().get(9 + kind.len()) == Some(&b'"')
+        })
+        .unwrap_or(6)
+}
+
+/// The `type` of a frame we built, for the metrics label.
+#[cfg(test)]
+fn frame_type(frame: &Utf8Bytes) -> &'static str {
+    FRAME_TYPES[frame_type_index(frame)]
 }
 
 #[cfg(test)]

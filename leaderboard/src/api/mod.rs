@@ -108,12 +108,12 @@ fn entry_id(text: &str) -> Result<EntryId, ApiError> {
 
 /// Reads an optional integer parameter within `range`.
 fn parameter(
-    query: &HashMap<String, String>,
+    text: Option<&str>,
     name: &str,
     default: usize,
     range: std::ops::RangeInclusive<usize>,
 ) -> Result<usize, ApiError> {
-    let Some(text) = query.get(name) else {
+    let Some(text) = text else {
         return Ok(default);
     };
     let value: usize = text
@@ -239,9 +239,26 @@ pub async fn leaderboard(
     Path(contest): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let contest = contest_id(&contest)?;
-    let offset = parameter(&query, "offset", 0, 0..=10_000_000)?;
-    let limit = parameter(&query, "limit", 50, 1..=MAX_LIMIT)?;
+    let (offset, limit) = (query.get("offset"), query.get("limit"));
+    leaderboard_page(
+        &state,
+        &contest,
+        offset.map(String::as_str),
+        limit.map(String::as_str),
+    )
+    .await
+}
+
+/// A leaderboard page from the route's raw `contest`, `offset` and `limit`.
+pub(crate) async fn leaderboard_page(
+    state: &ApiState,
+    contest: &str,
+    offset: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Response, ApiError> {
+    let contest = contest_id(contest)?;
+    let offset = parameter(offset, "offset", 0, 0..=10_000_000)?;
+    let limit = parameter(limit, "limit", 50, 1..=MAX_LIMIT)?;
     if state.per_request_redis {
         let page = state.cache.page_round_trip(&contest, offset, limit).await?;
         return Ok(json_response(
@@ -323,7 +340,12 @@ pub async fn around(
 ) -> Result<Response, ApiError> {
     let contest = contest_id(&contest)?;
     let entry = entry_id(&entry)?;
-    let radius = parameter(&query, "radius", 5, 0..=MAX_RADIUS)?;
+    let radius = parameter(
+        query.get("radius").map(String::as_str),
+        "radius",
+        5,
+        0..=MAX_RADIUS,
+    )?;
     let snapshot = state.cache.contest(&contest).await?;
     let position = state.cache.position(&snapshot, &entry).await? as usize;
     let offset = position.saturating_sub(radius);

@@ -1,14 +1,13 @@
 //! Building and running `leaderboard serve`: the read API, the rate limit,
 //! the notice follower and the admin routes on one listener.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -87,18 +86,21 @@ impl App {
                         return Ok(refused);
                     }
                 }
-                let state = State(self.state);
+                let state = self.state;
                 return Ok(match route {
-                    HotRoute::Entry(contest, entry) => {
-                        super::entry_rank(state, Path((contest.to_owned(), entry.to_owned())))
-                            .await
-                            .into_response()
-                    }
-                    HotRoute::Page(contest, query) => {
-                        super::leaderboard(state, Path(contest.to_owned()), query)
-                            .await
-                            .into_response()
-                    }
+                    HotRoute::Entry(contest, entry) => super::entry_rank(
+                        State(state),
+                        Path((contest.to_owned(), entry.to_owned())),
+                    )
+                    .await
+                    .into_response(),
+                    HotRoute::Page {
+                        contest,
+                        offset,
+                        limit,
+                    } => super::leaderboard_page(&state, contest, offset, limit)
+                        .await
+                        .into_response(),
                 });
             }
         }
@@ -112,14 +114,18 @@ impl App {
 }
 
 /// A request for one of the routes answered ahead of the router, recognised
-/// only when its path needs no percent-decoding (valid ids never do) and its
-/// query parses; anything else is left to the router, which decides.
-#[derive(Debug)]
+/// only when neither its path nor its query needs percent-decoding (valid ids
+/// and numbers never do); anything else is left to the router, which decides.
+#[derive(Debug, PartialEq, Eq)]
 enum HotRoute<'a> {
     /// `/v1/contests/{contest}/entries/{entry}`
     Entry(&'a str, &'a str),
-    /// `/v1/contests/{contest}/leaderboard?…`
-    Page(&'a str, Query<HashMap<String, String>>),
+    /// `/v1/contests/{contest}/leaderboard?offset=…&limit=…`
+    Page {
+        contest: &'a str,
+        offset: Option<&'a str>,
+        limit: Option<&'a str>,
+    },
 }
 
 impl<'a> HotRoute<'a> {
@@ -127,8 +133,24 @@ impl<'a> HotRoute<'a> {
         let plain = |segment: &str| !segment.is_empty() && !segment.contains(['/', '%']);
         let rest = uri.path().strip_prefix("/v1/contests/")?;
         if let Some(contest) = rest.strip_suffix("/leaderboard") {
-            let query = Query::try_from_uri(uri).ok()?;
-            return plain(contest).then_some(HotRoute::Page(contest, query));
+            let (mut offset, mut limit) = (None, None);
+            let query = uri.query().unwrap_or("");
+            if query.contains(['%', '+']) {
+                return None;
+            }
+            // As the router's query map: the last of a repeated name wins.
+            for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+                match pair.split_once('=').unwrap_or((pair, "")) {
+                    ("offset", value) => offset = Some(value),
+                    ("limit", value) => limit = Some(value),
+                    _ => {}
+                }
+            }
+            return plain(contest).then_some(HotRoute::Page {
+                contest,
+                offset,
+                limit,
+            });
         }
         let (contest, entry) = rest.split_once("/entries/")?;
         (plain(contest) && plain(entry)).then_some(HotRoute::Entry(contest, entry))
@@ -232,7 +254,10 @@ pub async fn serve_http1(listener: TcpListener, app: App, shutdown: Cancellation
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let shutdown = shutdown.clone();
+        // A child token per connection: polling a token locks its node, and
+        // the connection's select polls it on every request; one node shared
+        // by every connection would be one contended lock.
+        let shutdown = shutdown.child_token();
         connections.spawn(async move {
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
@@ -263,11 +288,11 @@ mod tests {
         let uri: &'static Uri = Box::leak(Box::new(uri.parse().unwrap()));
         HotRoute::of(uri).map(|route| match route {
             HotRoute::Entry(contest, entry) => format!("entry {contest} {entry}"),
-            HotRoute::Page(contest, query) => {
-                let mut query: Vec<_> = query.0.into_iter().collect();
-                query.sort();
-                format!("page {contest} {query:?}")
-            }
+            HotRoute::Page {
+                contest,
+                offset,
+                limit,
+            } => format!("page {contest} {offset:?} {limit:?}"),
         })
     }
 
@@ -276,9 +301,16 @@ mod tests {
         assert_eq!(route("/v1/contests/c1/entries/e7").unwrap(), "entry c1 e7");
         assert_eq!(
             route("/v1/contests/c1/leaderboard?limit=5&offset=10").unwrap(),
-            r#"page c1 [("limit", "5"), ("offset", "10")]"#
+            r#"page c1 Some("10") Some("5")"#
         );
-        assert_eq!(route("/v1/contests/c1/leaderboard").unwrap(), "page c1 []");
+        assert_eq!(
+            route("/v1/contests/c1/leaderboard?limit=5&x=1&limit=7&offset").unwrap(),
+            r#"page c1 Some("") Some("7")"#
+        );
+        assert_eq!(
+            route("/v1/contests/c1/leaderboard").unwrap(),
+            "page c1 None None"
+        );
         for other in [
             "/v1/contests/c1/entries/e7/around",
             "/v1/contests/c1/entries/",
@@ -287,6 +319,8 @@ mod tests {
             "/v1/contests/c1/entries/e%37",
             "/v1/contests/a/b/leaderboard",
             "/v1/contests//leaderboard",
+            "/v1/contests/c1/leaderboard?limit=%35",
+            "/v1/contests/c1/leaderboard?limit=+5",
             "/v1/matches/m1/players",
             "/v1/openapi.json",
             "/metrics",
