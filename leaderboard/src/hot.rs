@@ -448,6 +448,15 @@ static READ_PAGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
     )
 });
 
+/// What [`READ_PAGE`] answers: meta, rows with scores, entries above the
+/// first row, the rows' users.
+type PageRead = (
+    std::collections::HashMap<String, String>,
+    Vec<(String, f64)>,
+    u64,
+    Vec<Option<String>>,
+);
+
 /// Reads a page of the sorted set with competition ranks.
 pub async fn read_page(
     connection: &mut ConnectionManager,
@@ -463,12 +472,7 @@ pub async fn read_page(
     // One script, so one atomic read: the rows, the rank of the first one
     // (entries strictly above its points), their users and the
     // `ranks_version` all belong to the same state.
-    let (meta, rows, above, users): (
-        std::collections::HashMap<String, String>,
-        Vec<(String, f64)>,
-        u64,
-        Vec<Option<String>>,
-    ) = READ_PAGE
+    let (meta, rows, above, users): PageRead = READ_PAGE
         .key(contest_meta_key(contest))
         .key(contest_ranks_key(contest))
         .key(contest_users_key(contest))
