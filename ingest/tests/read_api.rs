@@ -306,3 +306,64 @@ async fn every_error_path_has_its_status_and_json_body() {
     assert!(ready["failing"]["store"].is_string(), "{ready}");
     shutdown.cancel();
 }
+
+/// `leaderboard serve` as shipped: `run` with one event loop per thread,
+/// each connection handed to one of them; answers equal the single-loop
+/// server's, and a shutdown lets it return.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_thread_event_loops_answer_the_same_and_shut_down() {
+    let fixture = Fixture::new().await;
+    let (single, _, single_stop) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let store = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (redis_url, store_uri) = (
+        fixture.redis.url(),
+        format!("file://{}", store.path().display()),
+    );
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let options = ServeOptions {
+            rate_limit: 0,
+            http_threads: 3,
+            ..ServeOptions::default()
+        };
+        leaderboard::api::server::run(listener, &redis_url, &store_uri, options, stop).await
+    });
+    wait_until(10, "the per-thread server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Many connections, so that every loop serves some.
+    let paths: Vec<String> = (0..30)
+        .map(|i| format!("/v1/contests/c1/entries/e{}", i * 97 % 3000))
+        .chain((0..6).map(|i| format!("/v1/contests/c1/leaderboard?offset={}&limit=20", i * 7)))
+        .chain(["/v1/contests/c1/entries/e5/around?radius=2".to_owned()])
+        .collect();
+    for path in &paths {
+        let (status, _, body) = get(port, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body, get(single, path).await.2, "{path}");
+    }
+    assert_eq!(
+        get(port, "/readyz").await.0,
+        200,
+        "Redis and the store answer"
+    );
+    assert_eq!(
+        get(port, "/v1/contests/c1/leaderboard?limit=0").await.0,
+        400
+    );
+    shutdown.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap()
+        .unwrap();
+    single_stop.cancel();
+}

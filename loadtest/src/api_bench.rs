@@ -21,6 +21,7 @@ use leaderboard::domain::contest::ContestMessage;
 use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
 use leaderboard::hot::{self, HotWriter};
 use leaderboard::service::config::RedisArgs;
+use leaderboard::service::http;
 use leaderboard::{ContestId, Rules};
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +96,11 @@ pub struct BareArgs {
     /// The bytes every response carries (e.g. a saved API answer).
     #[arg(long, value_name = "FILE")]
     body: PathBuf,
+    /// 1: the plain hyper server (connections spawned on the multi-threaded
+    /// runtime, the baseline); N > 1: served the way
+    /// `leaderboard serve` serves, one single-threaded event loop per thread.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// A hyper HTTP/1.1 server answering every request with the same bytes.
@@ -102,11 +108,10 @@ pub async fn bare_server(args: BareArgs) -> anyhow::Result<()> {
     let body =
         Bytes::from(std::fs::read(&args.body).with_context(|| args.body.display().to_string())?);
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    tracing::info!(address = %args.addr, bytes = body.len(), "bare server listening");
-    loop {
-        let (stream, _) = listener.accept().await?;
+    tracing::info!(address = %args.addr, bytes = body.len(), threads = args.threads, "bare server listening");
+    let answer = move |stream: tokio::net::TcpStream| {
         let body = body.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |_request: Request<hyper::body::Incoming>| {
                 let body = body.clone();
                 async move {
@@ -121,6 +126,16 @@ pub async fn bare_server(args: BareArgs) -> anyhow::Result<()> {
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-        });
+        }
+    };
+    if args.threads > 1 {
+        let never = tokio_util::sync::CancellationToken::new();
+        let serve = move |stream, _peer, _shutdown| answer(stream);
+        http::serve_per_thread(listener, args.threads, never, serve).await?;
+        return Ok(());
+    }
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(answer(stream));
     }
 }

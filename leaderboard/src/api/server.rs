@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::cache::{follow_notices, NodeCache};
@@ -21,6 +22,7 @@ use super::{router, ApiState};
 use crate::hot;
 use crate::metrics;
 use crate::service::admin::{self, ReadyCheck};
+use crate::service::http;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{open_embedded, DurableStore};
 
@@ -39,6 +41,12 @@ pub struct ServeOptions {
     /// Longest a cached snapshot lives should a change notice be lost, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub max_staleness_ms: u64,
+    /// Threads answering HTTP, each a single-threaded event loop: every
+    /// accepted connection is handed to one of them (round robin) and stays
+    /// there, so its requests never hop threads or wake another core; 0 uses
+    /// one per core, 1 serves on the main runtime.
+    #[arg(long, env = "HTTP_THREADS", default_value_t = 0)]
+    pub http_threads: usize,
     /// Benchmark baseline only: answer `GET …/entries/{id}` and leaderboard
     /// pages with one Redis round trip per request, bypassing the node cache.
     #[arg(long, hide = true)]
@@ -52,6 +60,7 @@ impl Default for ServeOptions {
             rate_burst: 2000,
             trust_forwarded: false,
             max_staleness_ms: 5000,
+            http_threads: 1,
             per_request_redis: false,
         }
     }
@@ -222,12 +231,49 @@ pub async fn run(
     ));
     let app = app(cache, redis_url, Some(store), &options)?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, rate_limit = options.rate_limit, "leaderboard listening");
-    serve_http1(listener, app, shutdown.clone()).await;
+    let threads = match options.http_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads,
+    };
+    tracing::info!(%address, threads, rate_limit = options.rate_limit, "leaderboard listening");
+    if threads == 1 {
+        serve_http1(listener, app, shutdown.clone()).await;
+    } else {
+        let serve =
+            move |stream, peer, shutdown| serve_connection(stream, peer, app.clone(), shutdown);
+        http::serve_per_thread(listener, threads, shutdown.clone(), serve).await?;
+    }
     shutdown.cancel();
     let _ = follower.await;
     tracing::info!("leaderboard stopped");
     Ok(())
+}
+
+/// Serves one HTTP/1.1 connection until it ends, or, after `shutdown`, until
+/// its request in flight is answered.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: App,
+    shutdown: CancellationToken,
+) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::TokioIo;
+
+    let _ = stream.set_nodelay(true);
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            app.clone().call(peer, request)
+        });
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// Serves `app` over plain HTTP/1.1 connections (the API's clients and load
@@ -236,48 +282,16 @@ pub async fn run(
 /// peer address for the rate limit. On `shutdown` it stops accepting and lets
 /// every connection finish its request in flight.
 pub async fn serve_http1(listener: TcpListener, app: App, shutdown: CancellationToken) {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::TokioIo;
-
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
+    let connections = TaskTracker::new();
+    while let Some((stream, peer)) = http::accept(&listener, &shutdown).await {
         // A child token per connection: polling a token locks its node, and
         // the connection's select polls it on every request; one node shared
         // by every connection would be one contended lock.
-        let shutdown = shutdown.child_token();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    app.clone().call(peer, request)
-                },
-            );
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
+        let (app, shutdown) = (app.clone(), shutdown.child_token());
+        connections.spawn(serve_connection(stream, peer, app, shutdown));
     }
-    while connections.join_next().await.is_some() {}
+    connections.close();
+    connections.wait().await;
 }
 
 #[cfg(test)]
