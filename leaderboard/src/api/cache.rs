@@ -169,14 +169,29 @@ pub struct EntryTeam {
     pub team: Team,
 }
 
-/// `(contest, entry)` borrowed: hashes exactly like the owned
-/// `(ContestId, EntryId)` key (each id hashes as its string).
-#[derive(Hash)]
-struct EntryKey<'a>(&'a str, &'a str);
+/// The key of an entry's team in the node cache: a 128-bit fingerprint of
+/// `(contest, entry)` from two independently seeded hashes. A lookup then
+/// compares two integers in the table instead of following two string
+/// pointers (each a likely cache miss among millions of entries); two
+/// different entries sharing a fingerprint is a 1-in-2^128-scale event.
+#[derive(Debug, Clone)]
+struct EntryFingerprint {
+    high: foldhash::fast::RandomState,
+    low: foldhash::fast::RandomState,
+}
 
-impl quick_cache::Equivalent<(ContestId, EntryId)> for EntryKey<'_> {
-    fn equivalent(&self, key: &(ContestId, EntryId)) -> bool {
-        self.0 == key.0.as_str() && self.1 == key.1.as_str()
+impl EntryFingerprint {
+    fn new() -> EntryFingerprint {
+        EntryFingerprint {
+            high: foldhash::fast::RandomState::default(),
+            low: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn of(&self, contest: &ContestId, entry: &EntryId) -> u128 {
+        use std::hash::BuildHasher;
+        let pair = (contest.as_str(), entry.as_str());
+        (u128::from(self.high.hash_one(pair)) << 64) | u128::from(self.low.hash_one(pair))
     }
 }
 
@@ -210,8 +225,9 @@ pub struct NodeCache {
     contests: Cache<ContestId, Arc<ContestSnapshot>>,
     /// Entry teams never change and are read on every my-rank request, so
     /// they live in `quick_cache` (a sharded map with S3-FIFO eviction, no
-    /// per-read bookkeeping queue), looked up without building an owned key.
-    entries: Arc<quick_cache::sync::Cache<(ContestId, EntryId), Arc<EntryTeam>>>,
+    /// per-read bookkeeping queue), keyed by a fingerprint of the ids.
+    entries: Arc<quick_cache::sync::Cache<u128, Arc<EntryTeam>>>,
+    fingerprint: EntryFingerprint,
     /// (contest, ranks version, from the store, offset, limit)
     pages: Cache<(ContestId, u64, bool, usize, usize), Arc<RenderedPage>>,
     positions: Cache<(ContestId, u64, EntryId), u64>,
@@ -241,6 +257,7 @@ impl NodeCache {
                 .time_to_live(max_staleness)
                 .build(),
             entries: Arc::new(quick_cache::sync::Cache::new(5_000_000)),
+            fingerprint: EntryFingerprint::new(),
             pages: Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(Duration::from_secs(60))
@@ -361,12 +378,12 @@ impl NodeCache {
         contest_id: &ContestId,
         entry_id: &EntryId,
     ) -> Result<Arc<EntryTeam>, ReadError> {
-        let key = EntryKey(contest_id.as_str(), entry_id.as_str());
+        let key = self.fingerprint.of(contest_id, entry_id);
         if let Some(hit) = self.entries.get(&key) {
             return Ok(hit);
         }
         self.entries
-            .get_or_insert_async(&(contest_id.clone(), entry_id.clone()), async {
+            .get_or_insert_async(&key, async {
                 self.count_read("entry");
                 let mut connection = self.connection.clone();
                 let (user, team): (Option<String>, Option<String>) = redis::pipe()
