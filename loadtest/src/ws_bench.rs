@@ -3,7 +3,7 @@
 //! view, a line per frame).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use leaderboard::service::config::RedisArgs;
 use leaderboard::{hot, ContestId};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -84,7 +84,11 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         .read_buffer_size(4096)
         .write_buffer_size(0);
     let url = format!("ws://{}/v1/ws", args.gateway);
-    let (frames_tx, mut frames) = mpsc::unbounded_channel::<(u64, Instant)>();
+    // Each client notes when it received the version under test in its own
+    // slot (microseconds since `started`): no channel, no wake-up per frame.
+    let expected = Arc::new(AtomicU64::new(u64::MAX));
+    let arrivals: Arc<[AtomicU64]> = (0..args.connections).map(|_| AtomicU64::new(0)).collect();
+    let received = Arc::new(AtomicUsize::new(0));
     let opened = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let subscribe = Arc::new(tokio::sync::Notify::new());
@@ -99,7 +103,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             0,
             1 + (n % args.sources.max(1) as usize) as u8,
         ));
-        let (url, gateway, opened, failed, subscribe, subscribed, handshakes, frames_tx) = (
+        let (url, gateway, opened, failed, subscribe, subscribed, handshakes) = (
             url.clone(),
             args.gateway,
             opened.clone(),
@@ -107,8 +111,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             subscribe.clone(),
             subscribed.clone(),
             handshakes.clone(),
-            frames_tx.clone(),
         );
+        let (expected, arrivals, received) = (expected.clone(), arrivals.clone(), received.clone());
         let request =
             serde_json::json!({"op":"subscribe","contest_id":args.contest.as_str(),"top":args.top})
                 .to_string();
@@ -143,15 +147,16 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
                         subscribed.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    if let Some(version) = frame_version(text.as_str()) {
-                        let _ = frames_tx.send((version, Instant::now()));
+                    if frame_version(text.as_str()) == Some(expected.load(Ordering::Acquire)) {
+                        let at = started.elapsed().as_micros() as u64;
+                        arrivals[n].store(at, Ordering::Relaxed);
+                        received.fetch_add(1, Ordering::Release);
                     }
                 }
             }
             anyhow::Ok(())
         }));
     }
-    drop(frames_tx);
     let wait_for = |counter: Arc<AtomicUsize>, what: &'static str, total: usize| async move {
         let mut last = Instant::now();
         loop {
@@ -209,6 +214,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let mut latency = Histogram::<u64>::new(3)?;
     let mut rates = Vec::new();
     let mut cpu_per_delivery = Vec::new();
+    let (mut all_cpu, mut all_received) = (0.0, 0);
     let mut current = version;
     for round in 1..=args.updates {
         current += 1;
@@ -216,7 +222,9 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         // A new version of the contest and its notice, as `ingest run` writes them.
         let notice = serde_json::json!({"contest_id": args.contest.as_str(), "match_id": "bench",
             "version": current, "total": 0});
-        let sent = Instant::now();
+        received.store(0, Ordering::Release);
+        expected.store(current, Ordering::Release);
+        let sent = started.elapsed().as_micros() as u64;
         redis::pipe()
             .hset(&meta_key, "version", current)
             .ignore()
@@ -224,25 +232,25 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             .ignore()
             .query_async::<()>(&mut redis)
             .await?;
-        let mut received = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while received.load(Ordering::Acquire) < open && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let received = received.load(Ordering::Acquire);
         let mut last = sent;
-        let deadline = sent + Duration::from_secs(30);
-        while received < open {
-            let Ok(Some((version, at))) =
-                tokio::time::timeout_at(deadline.into(), frames.recv()).await
-            else {
-                break;
-            };
-            if version == current {
-                received += 1;
-                latency.record(at.duration_since(sent).as_micros() as u64)?;
+        for arrival in arrivals.iter() {
+            let at = arrival.swap(0, Ordering::Relaxed);
+            if at >= sent {
+                latency.record(at - sent)?;
                 last = last.max(at);
             }
         }
-        let spread = last.duration_since(sent).as_secs_f64();
+        let spread = (last - sent) as f64 / 1e6;
         let cpu = cpu_seconds(args.gateway_pid)? - cpu_before;
         rates.push(received as f64 / spread.max(1e-6));
         cpu_per_delivery.push(received as f64 / cpu.max(0.01));
+        all_cpu += cpu;
+        all_received += received;
         println!(
             "update {round}: {received}/{open} deliveries in {:.1} ms ({:.0}/s); gateway CPU {:.3} s = {:.0} deliveries per CPU-second",
             spread * 1000.0,
@@ -253,8 +261,9 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!(
-        "delivery latency over {} deliveries: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "delivery latency over {} deliveries: min {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latency.len(),
+        latency.min() as f64 / 1000.0,
         latency.value_at_quantile(0.5) as f64 / 1000.0,
         latency.value_at_quantile(0.99) as f64 / 1000.0,
         latency.max() as f64 / 1000.0
@@ -267,6 +276,10 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         "median: {:.0} deliveries/s wall clock, {:.0} deliveries per gateway CPU-second",
         median(&mut rates),
         median(&mut cpu_per_delivery)
+    );
+    println!(
+        "all updates: {all_received} deliveries, gateway CPU {all_cpu:.2} s = {:.0} deliveries per CPU-second",
+        all_received as f64 / all_cpu.max(0.01)
     );
     for task in tasks {
         task.abort();

@@ -4,9 +4,10 @@
 //! Shaped like mini-redis's `db.rs`: one shared state behind a short-held
 //! lock, and work done outside it. A contest with local subscribers is a
 //! *room*. When its version moves, one task per room reads the new state from
-//! Redis once, serializes it once per `top` size, and leaves it in every
-//! member's outbox; clients that follow an entry get the same bytes plus
-//! their own small `me`. Notices that arrive while a room is refreshing are
+//! Redis once, serializes it once per `top` size, and hands it to each event
+//! loop that serves members of the room; there it is left in every member's
+//! outbox (so waking a session never crosses cores); clients that follow an
+//! entry get the same bytes plus their own small `me`. Notices that arrive while a room is refreshing are
 //! folded into one more refresh (conflation at the node).
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use leaderboard::api::cache::{ContestSnapshot, EntryTeam, NodeCache, ReadError};
 use leaderboard::{hot, ContestId, TeamPoints};
 use redis::aio::ConnectionManager;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::metrics;
@@ -36,6 +38,17 @@ struct Member {
     outbox: Arc<Outbox>,
     top: usize,
     entry: Option<Follow>,
+    /// The event loop its session runs on.
+    lane: Handle,
+}
+
+/// A room's members grouped by the event loop their sessions run on: a
+/// fan-out hands each loop its own members, so the session wake-ups it
+/// causes stay on that loop's core (no cross-core wake, no shared counters).
+#[derive(Debug)]
+struct Lane {
+    handle: Handle,
+    members: Vec<Member>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +60,8 @@ struct Follow {
 #[derive(Debug, Default)]
 struct Room {
     members: HashMap<u64, Member>,
+    /// `members` by event loop, rebuilt on the first fan-out after a change.
+    lanes: Option<Arc<[Lane]>>,
     /// Version last fanned out.
     delivered: u64,
     /// A notice (or a resync) came since the last read began.
@@ -58,6 +73,26 @@ struct Room {
 }
 
 impl Room {
+    fn lanes(&mut self) -> Arc<[Lane]> {
+        let members = &self.members;
+        self.lanes
+            .get_or_insert_with(|| {
+                let mut lanes: Vec<Lane> = Vec::new();
+                for member in members.values() {
+                    let id = member.lane.id();
+                    match lanes.iter_mut().find(|lane| lane.handle.id() == id) {
+                        Some(lane) => lane.members.push(member.clone()),
+                        None => lanes.push(Lane {
+                            handle: member.lane.clone(),
+                            members: vec![member.clone()],
+                        }),
+                    }
+                }
+                lanes.into()
+            })
+            .clone()
+    }
+
     /// Marks the room stale; true when the caller must start the refresh task.
     fn mark_stale(&mut self) -> bool {
         self.stale = true;
@@ -186,11 +221,13 @@ impl Hub {
             outbox: outbox.clone(),
             top: request.top,
             entry,
+            lane: Handle::current(),
         };
         let new_room = {
             let mut rooms = self.rooms();
             let new_room = !rooms.contains_key(contest_id);
             let room = rooms.entry(contest_id.clone()).or_default();
+            room.lanes = None;
             if room.members.insert(session, member.clone()).is_none() {
                 metrics::SUBSCRIPTIONS.inc();
             }
@@ -245,6 +282,7 @@ impl Hub {
             };
             if room.members.remove(&session).is_some() {
                 metrics::SUBSCRIPTIONS.dec();
+                room.lanes = None;
             }
             if room.members.is_empty() {
                 rooms.remove(contest_id);
@@ -348,28 +386,31 @@ impl Hub {
         }
     }
 
-    /// One read of the contest, one serialization per `top` size, one outbox
-    /// write per member. Returns the version fanned out.
+    /// One read of the contest; then each event loop with members gets the
+    /// state, serializes it once per `top` size and writes one outbox per
+    /// member. Returns the version fanned out.
     async fn fan_out(&self, contest_id: &ContestId) -> Result<u64, ProtocolError> {
         let latest = self.read_latest(contest_id).await?;
         self.inner
             .latest
             .insert(contest_id.clone(), latest.clone())
             .await;
-        let members: Vec<Member> = match self.rooms().get(contest_id) {
-            Some(room) => room.members.values().cloned().collect(),
+        let lanes = match self.rooms().get_mut(contest_id) {
+            Some(room) => room.lanes(),
             None => return Ok(latest.snapshot.version),
         };
-        for member in &members {
-            member.outbox.push_state(
-                contest_id,
-                Pending {
-                    version: latest.stamp(),
-                    kind: Kind::Update,
-                    me: my_entry(member, &latest.snapshot),
-                    body: latest.body(member.top),
-                },
-            );
+        let here = Handle::try_current().ok().map(|handle| handle.id());
+        for index in 0..lanes.len() {
+            let lane = &lanes[index];
+            if Some(lane.handle.id()) == here {
+                deliver(contest_id, &latest, &lane.members);
+            } else {
+                let (contest_id, latest, lanes) =
+                    (contest_id.clone(), latest.clone(), lanes.clone());
+                lane.handle.spawn(async move {
+                    deliver(&contest_id, &latest, &lanes[index].members);
+                });
+            }
         }
         metrics::STATES_BUILT.inc();
         Ok(latest.snapshot.version)
@@ -413,6 +454,32 @@ impl Hub {
             });
         }
         Ok((snapshot, top_rows))
+    }
+}
+
+/// Leaves `latest` in each member's outbox. The bodies (serialized once per
+/// `top` size) are copied once for this call, so their reference counts are
+/// touched by this event loop only, never bounced between cores.
+fn deliver(contest_id: &ContestId, latest: &Latest, members: &[Member]) {
+    let mut bodies: Vec<(usize, Arc<StateBody>)> = Vec::new();
+    for member in members {
+        let body = match bodies.iter().find(|(top, _)| *top == member.top) {
+            Some((_, body)) => body.clone(),
+            None => {
+                let body = Arc::new(latest.body(member.top).copy());
+                bodies.push((member.top, body.clone()));
+                body
+            }
+        };
+        member.outbox.push_state(
+            contest_id,
+            Pending {
+                version: latest.stamp(),
+                kind: Kind::Update,
+                me: my_entry(member, &latest.snapshot),
+                body,
+            },
+        );
     }
 }
 

@@ -197,9 +197,9 @@ impl Outbox {
         self.state.lock().expect("outbox lock").overflowed
     }
 
-    /// Resolves when something was queued since the last call.
-    pub async fn ready(&self) {
-        self.ready.notified().await
+    /// Resolves when something was queued since the last one resolved.
+    pub fn ready(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ready.notified()
     }
 }
 

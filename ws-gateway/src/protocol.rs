@@ -224,6 +224,17 @@ impl StateBody {
         }
     }
 
+    /// A copy with bytes of its own (not shared): for an event loop whose
+    /// clients then clone and drop only its reference counts.
+    pub fn copy(&self) -> StateBody {
+        let copy = |bytes: &[u8]| Bytes::copy_from_slice(bytes);
+        StateBody {
+            fields: copy(&self.fields),
+            update: utf8(copy(self.update.as_bytes())),
+            snapshot: utf8(copy(self.snapshot.as_bytes())),
+        }
+    }
+
     /// The shared frame of `kind`, without serializing anything.
     pub fn shared(&self, kind: Kind) -> tokio_tungstenite::tungstenite::Utf8Bytes {
         match kind {

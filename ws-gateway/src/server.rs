@@ -3,7 +3,9 @@
 //!
 //! Shaped like mini-redis's `server.rs`: an accept loop, a `Semaphore` that
 //! caps connections (an upgrade past the cap gets 503), one task per
-//! connection, and a shutdown token passed in. On shutdown the node stops
+//! connection, and a shutdown token passed in. Connections are handed to one
+//! single-threaded event loop per core (`--threads`), and a connection's
+//! session runs on the loop that accepted its upgrade. On shutdown the node stops
 //! accepting, every session closes with 1012 ("reconnect"), and the node waits
 //! for them up to the drain timeout.
 
@@ -19,7 +21,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use leaderboard::service::admin::{self, ReadyCheck};
-use tokio::net::TcpListener;
+use leaderboard::service::http;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -73,6 +76,12 @@ pub struct GatewayOptions {
     /// HMAC secret for following an entry; when set, `entry_id` needs `token`.
     #[arg(long, env = "WS_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
+    /// Single-threaded event loops serving connections, each in a thread of
+    /// its own: a connection and its session stay on one loop, and a fan-out
+    /// hands each loop its members' states, so delivering a frame never wakes
+    /// another core. 0 uses one per core; 1 serves on the main runtime.
+    #[arg(long, env = "WS_THREADS", default_value_t = 0)]
+    pub threads: usize,
 }
 
 impl Default for GatewayOptions {
@@ -90,6 +99,7 @@ impl Default for GatewayOptions {
             read_buffer_bytes: 2048,
             max_staleness_ms: 5_000,
             token_secret: None,
+            threads: 0,
         }
     }
 }
@@ -144,7 +154,8 @@ pub async fn run(
         Duration::from_millis(options.max_staleness_ms),
         channels,
     );
-    let sessions_stop = CancellationToken::new();
+    // Sessions close (1012, "reconnect") as soon as the node stops accepting.
+    let sessions_stop = shutdown.child_token();
     let subscriber = tokio::spawn(subscriber::run(
         hub.clone(),
         redis_url.to_owned(),
@@ -168,73 +179,90 @@ pub async fn run(
         routes,
     });
     let address = listener.local_addr()?;
-    tracing::info!(%address, max_connections = options.max_connections,
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads,
+    };
+    tracing::info!(%address, threads, max_connections = options.max_connections,
         tokens = options.token_secret.is_some(), "ws-gateway listening");
-    accept(listener, gateway.clone(), shutdown).await;
+    let serving = serve(listener, gateway.clone(), threads, shutdown.clone());
+    tokio::pin!(serving);
+    let mut served = None;
+    tokio::select! {
+        result = serving.as_mut() => served = Some(result),
+        _ = shutdown.cancelled() => {}
+    }
 
-    let open = gateway.sessions.len();
     tracing::info!(
-        sessions = open,
+        sessions = gateway.sessions.len(),
         "draining: telling every client to reconnect"
     );
     sessions_stop.cancel();
     gateway.sessions.close();
-    let drained = tokio::time::timeout(
-        Duration::from_millis(options.drain_timeout_ms),
-        gateway.sessions.wait(),
-    )
+    let drained = tokio::time::timeout(Duration::from_millis(options.drain_timeout_ms), async {
+        gateway.sessions.wait().await;
+        // The event loops end once their connections and sessions have.
+        match served {
+            Some(result) => result,
+            None => serving.await,
+        }
+    })
     .await;
-    if drained.is_err() {
-        tracing::warn!(
+    match drained {
+        Ok(served) => served?,
+        Err(_) => tracing::warn!(
             left = gateway.sessions.len(),
             "drain timeout: dropping the rest"
-        );
+        ),
     }
     let _ = subscriber.await;
     tracing::info!("ws-gateway stopped");
     Ok(())
 }
 
-async fn accept(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
-    use hyper::server::conn::http1;
+/// Accepts until `shutdown`: on the main runtime (`threads` 1), or handing
+/// each connection to one of `threads` single-threaded event loops, where
+/// its session runs too; then waits for those loops to end.
+async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    threads: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if threads > 1 {
+        let serve = move |stream, _peer, shutdown| connection(gateway.clone(), stream, shutdown);
+        return leaderboard::service::http::serve_per_thread(listener, threads, shutdown, serve)
+            .await;
+    }
     let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
+    while let Some((stream, _peer)) = http::accept(&listener, &shutdown).await {
         // Its own child token: see `Session::serve`.
-        let shutdown = shutdown.child_token();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(gateway.handle(request).await) }
-            });
-            let connection = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
+        connections.spawn(connection(gateway.clone(), stream, shutdown.child_token()));
         while connections.try_join_next().is_some() {}
     }
     connections.abort_all();
+    Ok(())
+}
+
+/// One HTTP/1.1 connection, until it ends or is upgraded to a session.
+async fn connection(gateway: Arc<Gateway>, stream: TcpStream, shutdown: CancellationToken) {
+    use hyper::server::conn::http1;
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |request| {
+        let gateway = gateway.clone();
+        async move { Ok::<_, std::convert::Infallible>(gateway.handle(request).await) }
+    });
+    let connection = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 impl Gateway {
@@ -286,7 +314,8 @@ impl Gateway {
         let on_upgrade = hyper::upgrade::on(&mut request);
         let context = self.context.clone();
         let config = self.websocket;
-        self.sessions.spawn(async move {
+        // On this connection's event loop, which waits for it on shutdown.
+        http::spawn_on_this_loop(self.sessions.track_future(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let ws = WebSocketStream::from_raw_socket(
@@ -300,7 +329,7 @@ impl Gateway {
                 Err(error) => tracing::debug!(%error, "upgrade failed"),
             }
             drop(permit);
-        });
+        }));
         Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "Upgrade")

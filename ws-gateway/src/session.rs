@@ -129,6 +129,13 @@ impl Session {
         // node shared by every session would be one lock contended by all of
         // them on every wake-up (a fan-out wakes thousands at once).
         let shutdown = self.context.shutdown.child_token();
+        // Both waits live across iterations: re-creating them per frame
+        // would register and unregister a waiter each time.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let outbox = self.outbox.clone();
+        let ready = outbox.ready();
+        tokio::pin!(ready);
         let mut heartbeat = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.heartbeat,
             limits.heartbeat,
@@ -164,10 +171,10 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
+                _ = &mut cancelled => {
                     return End::Close(CLOSE_RESTART, "gateway restarting: reconnect", "shutdown");
                 }
-                _ = self.outbox.ready() => {}
+                _ = &mut ready => ready.set(outbox.ready()),
                 incoming = ws.next() => {
                     last_heard = Instant::now();
                     match incoming {

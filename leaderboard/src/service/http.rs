@@ -3,6 +3,7 @@
 //! Shared by `leaderboard serve` and the benchmark's bare server, so that
 //! both can be measured serving the same way.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +11,25 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+thread_local! {
+    /// The tracker of the event loop this thread runs, if it runs one.
+    static LOOP_TASKS: RefCell<Option<TaskTracker>> = const { RefCell::new(None) };
+}
+
+/// Spawns `task` on the current runtime. On one of [`serve_per_thread`]'s
+/// event loops it is tracked with that loop's connections, so the loop waits
+/// for it on shutdown: for work that outlives the connection that started it
+/// (an upgraded WebSocket session, say), and must stay on its core.
+pub fn spawn_on_this_loop<F>(task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match LOOP_TASKS.with(|tasks| tasks.borrow().clone()) {
+        Some(tracker) => drop(tracker.spawn(task)),
+        None => drop(tokio::spawn(task)),
+    }
+}
 
 /// The next connection, or `None` once `shutdown` is cancelled. Accept
 /// errors (out of descriptors, a connection reset before it was taken) are
@@ -37,7 +57,8 @@ pub async fn accept(
 /// the next loop in turn and served there by `serve` to its end, so its
 /// requests never hop threads or wake another core. On `shutdown` it stops
 /// accepting and waits for every connection's `serve` to return (each gets a
-/// child of `shutdown` to finish its request in flight).
+/// child of `shutdown` to finish its request in flight), and for the tasks
+/// its connections started with [`spawn_on_this_loop`].
 pub async fn serve_per_thread<S, F>(
     listener: TcpListener,
     threads: usize,
@@ -62,6 +83,7 @@ where
             std::thread::Builder::new()
                 .name(format!("http-{index}"))
                 .spawn(move || {
+                    LOOP_TASKS.with(|tasks| *tasks.borrow_mut() = Some(tracker.clone()));
                     runtime.block_on(async move {
                         shutdown.cancelled().await;
                         tracker.close();
