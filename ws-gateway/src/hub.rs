@@ -6,8 +6,9 @@
 //! *room*. When its version moves, one task per room reads the new state from
 //! Redis once, serializes it once per `top` size, and hands it to each event
 //! loop that serves members of the room; there it is left in every member's
-//! outbox (so waking a session never crosses cores); clients that follow an
-//! entry get the same bytes plus their own small `me`. Notices that arrive while a room is refreshing are
+//! outbox, or written straight into the socket of a client that is caught up
+//! (so a delivery never crosses cores, and mostly wakes no session at all);
+//! clients that follow an entry get the same bytes plus their own small `me`. Notices that arrive while a room is refreshing are
 //! folded into one more refresh (conflation at the node).
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::metrics;
-use crate::outbox::{MyEntry, Outbox, Pending};
+use crate::outbox::{Delivery, MyEntry, Outbox, Pending};
 use crate::protocol::{self, Kind, ProtocolError, StateBody, Subscribe, TopRow};
 
 /// What the hub asks of the node's pub/sub connection.
@@ -462,6 +463,7 @@ impl Hub {
 /// touched by this event loop only, never bounced between cores.
 fn deliver(contest_id: &ContestId, latest: &Latest, members: &[Member]) {
     let mut bodies: Vec<(usize, Arc<StateBody>)> = Vec::new();
+    let mut written = 0;
     for member in members {
         let body = match bodies.iter().find(|(top, _)| *top == member.top) {
             Some((_, body)) => body.clone(),
@@ -471,7 +473,7 @@ fn deliver(contest_id: &ContestId, latest: &Latest, members: &[Member]) {
                 body
             }
         };
-        member.outbox.push_state(
+        let delivery = member.outbox.deliver(
             contest_id,
             Pending {
                 version: latest.stamp(),
@@ -480,7 +482,13 @@ fn deliver(contest_id: &ContestId, latest: &Latest, members: &[Member]) {
                 body,
             },
         );
+        written += u64::from(delivery == Delivery::Written);
     }
+    // Counted once per loop and fan-out, not once per client.
+    metrics::WRITTEN_DIRECTLY.inc_by(written);
+    metrics::FRAMES_SENT
+        .with_label_values(&["update"])
+        .inc_by(written);
 }
 
 /// The member's own entry, exact from the snapshot's histogram and its team.

@@ -4,7 +4,8 @@
 //! caps them) and upgrades `GET /v1/ws`; [`session`] runs one connection;
 //! [`protocol`] is the wire; [`hub`] is the node's shared state (which
 //! clients follow which contest) and builds each new contest state once;
-//! [`outbox`] is a connection's bounded, conflating queue; [`subscriber`] is
+//! [`outbox`] is a connection's bounded, conflating queue; [`wire`] its
+//! socket, shared with the fan-out; [`subscriber`] is
 //! the node's one Redis pub/sub connection; [`web`] serves the viewer page.
 //!
 //! Crates, and why: `tokio-tungstenite` is the WebSocket implementation the
@@ -23,6 +24,7 @@ pub mod session;
 pub mod subscriber;
 pub mod token;
 pub mod web;
+pub mod wire;
 
 pub use server::{run, GatewayOptions};
 pub use token::TokenSecret;

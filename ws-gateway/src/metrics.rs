@@ -53,6 +53,18 @@ pub static STATES_BUILT: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// States a fan-out wrote straight into a caught-up client's socket (no
+/// session wake-up); also counted in `ws_frames_sent_total`.
+pub static WRITTEN_DIRECTLY: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "ws_states_written_directly_total",
+            "States the fan-out wrote straight into a caught-up client's socket",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Unsent states replaced by newer ones (slow clients).
 pub static CONFLATED: LazyLock<IntCounter> = LazyLock::new(|| {
     register(
@@ -133,6 +145,7 @@ pub fn init() {
         &*FRAMES_SENT,
         &*STATES_BUILT,
         &*CONFLATED,
+        &*WRITTEN_DIRECTLY,
         &*CLOSED,
         &*ERRORS,
         &*REFUSED,

@@ -6,6 +6,11 @@
 //! an unsent one, which then goes out as a `snapshot`: the client fell behind),
 //! and the control queue (pongs, errors, acknowledgements) is bounded, so a
 //! slow client costs a fixed amount of memory and never delays anyone else.
+//!
+//! A fan-out's state for a client that is caught up (nothing waiting, no
+//! write under way) skips the queue: [`Outbox::deliver`] writes it straight
+//! into the connection's [`Wire`] and records it as sent, so the session is
+//! not woken at all. Anything else takes the queue as before.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::metrics;
 use crate::protocol::{Kind, Me, StateBody};
+use crate::wire::{Sent, Wire};
 
 /// A client's own entry, as of one state.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +59,37 @@ impl Pending {
             ),
         }
     }
+
+    /// [`Pending::frame`] as it goes on the wire (WebSocket header included).
+    fn wire_frame(&self) -> bytes::Bytes {
+        match (&self.me, self.kind) {
+            (None, Kind::Update) => self.body.update_wire(),
+            (None, Kind::Snapshot) => crate::protocol::text_frame(&[self.frame().as_bytes()]).0,
+            (Some(me), kind) => {
+                self.body
+                    .with_me_wire(
+                        kind,
+                        &Me {
+                            entry_id: &me.entry_id,
+                            rank: me.rank,
+                            points: me.points,
+                        },
+                    )
+                    .0
+            }
+        }
+    }
+}
+
+/// What became of a state handed to [`Outbox::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written straight into the socket.
+    Written,
+    /// Left in the outbox for the session (the session was woken).
+    Queued,
+    /// The client already has it or something newer.
+    Dropped,
 }
 
 #[derive(Debug)]
@@ -70,6 +107,9 @@ struct State {
     /// Next slot to look at, so that no contest starves the others.
     cursor: usize,
     overflowed: bool,
+    /// The session popped a frame and has not come back for the next: its
+    /// write may be under way.
+    writing: bool,
 }
 
 /// See the module documentation.
@@ -78,6 +118,8 @@ pub struct Outbox {
     state: Mutex<State>,
     ready: Notify,
     control_limit: usize,
+    /// The connection's socket, when states may be written straight in.
+    wire: Option<Arc<Wire>>,
 }
 
 impl Outbox {
@@ -86,6 +128,51 @@ impl Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             control_limit,
+            wire: None,
+        }
+    }
+
+    /// An outbox whose caught-up states go straight into `wire`.
+    pub fn with_wire(control_limit: usize, wire: Arc<Wire>) -> Outbox {
+        Outbox {
+            wire: Some(wire),
+            ..Outbox::new(control_limit)
+        }
+    }
+
+    /// A fan-out's new state: written straight into the socket when the
+    /// client is caught up on this contest, nothing else waits and no write
+    /// is under way; otherwise left in the outbox as [`Outbox::push_state`] does.
+    pub fn deliver(&self, contest_id: &ContestId, pending: Pending) -> Delivery {
+        if let Some(wire) = &self.wire {
+            let mut state = self.state.lock().expect("outbox lock");
+            if state.control.is_empty() && !state.writing && !state.overflowed {
+                let slot = state.slots.iter_mut().find(|s| &s.contest_id == contest_id);
+                if let Some(slot) = slot {
+                    let caught_up = slot.pending.is_none()
+                        && slot.sent.is_some_and(|sent| sent < pending.version);
+                    if caught_up {
+                        match wire.try_send(&pending.wire_frame()) {
+                            Sent::Whole => {
+                                slot.sent = Some(pending.version);
+                                return Delivery::Written;
+                            }
+                            Sent::Part => {
+                                slot.sent = Some(pending.version);
+                                drop(state);
+                                // The session finishes the frame.
+                                self.ready.notify_one();
+                                return Delivery::Written;
+                            }
+                            Sent::No => {}
+                        }
+                    }
+                }
+            }
+        }
+        match self.push_state(contest_id, pending) {
+            Some(_) => Delivery::Queued,
+            None => Delivery::Dropped,
         }
     }
 
@@ -103,8 +190,9 @@ impl Outbox {
     }
 
     /// Leaves `pending` as the contest's next frame unless the client already
-    /// has it or something newer. Returns whether an unsent state was replaced.
-    pub fn push_state(&self, contest_id: &ContestId, mut pending: Pending) -> bool {
+    /// has it or something newer. Returns whether an unsent state was
+    /// replaced, or `None` when `pending` was dropped.
+    pub fn push_state(&self, contest_id: &ContestId, mut pending: Pending) -> Option<bool> {
         let mut state = self.state.lock().expect("outbox lock");
         let index = match state.slots.iter().position(|s| &s.contest_id == contest_id) {
             Some(index) => index,
@@ -120,13 +208,13 @@ impl Outbox {
         let slot = &mut state.slots[index];
         if let Some(sent) = slot.sent {
             if pending.version < sent || (pending.version == sent && pending.kind == Kind::Update) {
-                return false;
+                return None;
             }
         }
         let mut conflated = false;
         if let Some(old) = &slot.pending {
             if old.version > pending.version {
-                return false;
+                return None;
             }
             // The client never saw `old`: what it gets instead is a snapshot.
             if old.kind == Kind::Snapshot || old.version < pending.version {
@@ -140,7 +228,7 @@ impl Outbox {
             metrics::CONFLATED.inc();
         }
         self.ready.notify_one();
-        conflated
+        Some(conflated)
     }
 
     /// Records that the client holds `version` without a frame (a resumed
@@ -164,8 +252,12 @@ impl Outbox {
     }
 
     /// The next frame to write: control frames first, then states in turn.
+    /// Until it returns `None`, the session counts as writing (see
+    /// [`Outbox::deliver`]): it comes back for the next frame only once the
+    /// last one is written.
     pub fn pop(&self) -> Option<Utf8Bytes> {
         let mut state = self.state.lock().expect("outbox lock");
+        state.writing = true;
         if let Some(frame) = state.control.pop_front() {
             return Some(frame);
         }
@@ -180,6 +272,7 @@ impl Outbox {
                 return Some(pending.frame());
             }
         }
+        state.writing = false;
         None
     }
 
@@ -231,7 +324,10 @@ mod tests {
     fn a_slow_client_gets_the_latest_state_as_a_snapshot() {
         let outbox = Outbox::new(4);
         let contest = ContestId::parse("c1").unwrap();
-        assert!(!outbox.push_state(&contest, state(1, Kind::Update)));
+        assert_eq!(
+            outbox.push_state(&contest, state(1, Kind::Update)),
+            Some(false)
+        );
         for version in 2..1000 {
             outbox.push_state(&contest, state(version, Kind::Update));
         }
@@ -278,6 +374,55 @@ mod tests {
         assert_eq!(parsed(outbox.pop().unwrap())["type"], "pong");
         assert_eq!(parsed(outbox.pop().unwrap())["type"], "pong");
         assert_eq!(parsed(outbox.pop().unwrap())["type"], "update");
+    }
+
+    #[tokio::test]
+    async fn caught_up_states_go_straight_into_the_socket_and_the_rest_waits_its_turn() {
+        use tokio::io::AsyncReadExt;
+        let (wire, mut client) = crate::wire::pair().await;
+        let outbox = Outbox::with_wire(4, wire);
+        let contest = ContestId::parse("c1").unwrap();
+        // The first state of a subscription goes through the session.
+        assert_eq!(
+            outbox.deliver(&contest, state(1, Kind::Update)),
+            Delivery::Queued
+        );
+        assert_eq!(parsed(outbox.pop().unwrap())["version"], 1);
+        assert!(outbox.pop().is_none());
+        // Caught up: straight in, nothing left for the session.
+        let second = state(2, Kind::Update);
+        let expected = second.body.update_wire();
+        assert_eq!(outbox.deliver(&contest, second), Delivery::Written);
+        assert!(outbox.pop().is_none());
+        let mut read = vec![0; expected.len()];
+        client.read_exact(&mut read).await.unwrap();
+        assert_eq!(read, expected);
+        assert_eq!(
+            outbox.deliver(&contest, state(2, Kind::Update)),
+            Delivery::Dropped
+        );
+        // A control frame waits: the state queues behind it.
+        outbox.push_control(crate::protocol::pong());
+        assert_eq!(
+            outbox.deliver(&contest, state(3, Kind::Update)),
+            Delivery::Queued
+        );
+        assert_eq!(parsed(outbox.pop().unwrap())["type"], "pong");
+        // The session is writing a frame it popped: nothing overtakes it.
+        assert_eq!(
+            outbox.deliver(&contest, state(4, Kind::Update)),
+            Delivery::Queued
+        );
+        let frame = parsed(outbox.pop().unwrap());
+        assert_eq!(
+            (frame["type"].as_str(), frame["version"].as_u64()),
+            (Some("snapshot"), Some(4))
+        );
+        assert!(outbox.pop().is_none());
+        assert_eq!(
+            outbox.deliver(&contest, state(5, Kind::Update)),
+            Delivery::Written
+        );
     }
 
     #[test]

@@ -170,6 +170,9 @@ struct Body<'a> {
 pub struct StateBody {
     /// `"contest_id":…,"version":…,"total":…,"top":[…]` without braces.
     fields: Bytes,
+    /// The `update` frame with `"me":null` as it goes on the wire: the
+    /// WebSocket header, then the JSON (which `update` shares).
+    update_wire: Bytes,
     /// The whole `update` frame with `"me":null`.
     pub update: tokio_tungstenite::tungstenite::Utf8Bytes,
     /// The whole `snapshot` frame with `"me":null`.
@@ -210,16 +213,20 @@ impl StateBody {
         .expect("state frames serialize");
         // `{…}` → `…`: the fields, to be framed with a type and a `me`.
         let fields = Bytes::copy_from_slice(&json[1..json.len() - 1]);
+        StateBody::from_fields(fields)
+    }
+
+    fn from_fields(fields: Bytes) -> StateBody {
         let frame = |kind: Kind| {
-            let mut out = BytesMut::with_capacity(fields.len() + 40);
-            out.put_slice(kind.prefix());
-            out.put_slice(&fields);
-            out.put_slice(br#","me":null}"#);
-            utf8(out.freeze())
+            let parts: [&[u8]; 3] = [kind.prefix(), &fields, br#","me":null}"#];
+            text_frame(&parts)
         };
+        let (update_wire, header) = frame(Kind::Update);
+        let (snapshot, snapshot_header) = frame(Kind::Snapshot);
         StateBody {
-            update: frame(Kind::Update),
-            snapshot: frame(Kind::Snapshot),
+            update: utf8(update_wire.slice(header..)),
+            snapshot: utf8(snapshot.slice(snapshot_header..)),
+            update_wire,
             fields,
         }
     }
@@ -227,12 +234,12 @@ impl StateBody {
     /// A copy with bytes of its own (not shared): for an event loop whose
     /// clients then clone and drop only its reference counts.
     pub fn copy(&self) -> StateBody {
-        let copy = |bytes: &[u8]| Bytes::copy_from_slice(bytes);
-        StateBody {
-            fields: copy(&self.fields),
-            update: utf8(copy(self.update.as_bytes())),
-            snapshot: utf8(copy(self.snapshot.as_bytes())),
-        }
+        StateBody::from_fields(Bytes::copy_from_slice(&self.fields))
+    }
+
+    /// The shared `update` frame as it goes on the wire (header included).
+    pub fn update_wire(&self) -> Bytes {
+        self.update_wire.clone()
     }
 
     /// The shared frame of `kind`, without serializing anything.
@@ -246,15 +253,40 @@ impl StateBody {
     /// The frame of one client following an entry: the shared fields copied
     /// once, then its own small `me`.
     pub fn with_me(&self, kind: Kind, me: &Me<'_>) -> tokio_tungstenite::tungstenite::Utf8Bytes {
-        let me = serde_json::to_vec(me).expect("me serializes");
-        let mut out = BytesMut::with_capacity(self.fields.len() + me.len() + 32);
-        out.put_slice(kind.prefix());
-        out.put_slice(&self.fields);
-        out.put_slice(br#","me":"#);
-        out.put_slice(&me);
-        out.put_u8(b'}');
-        utf8(out.freeze())
+        let (wire, header) = self.with_me_wire(kind, me);
+        utf8(wire.slice(header..))
     }
+
+    /// [`StateBody::with_me`] as it goes on the wire, and the header's length.
+    pub fn with_me_wire(&self, kind: Kind, me: &Me<'_>) -> (Bytes, usize) {
+        let me = serde_json::to_vec(me).expect("me serializes");
+        text_frame(&[kind.prefix(), &self.fields, br#","me":"#, &me, b"}"])
+    }
+}
+
+/// An unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2, as a
+/// server sends it) holding `parts` one after the other, and the length of
+/// its header.
+pub fn text_frame(parts: &[&[u8]]) -> (Bytes, usize) {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    let mut out = BytesMut::with_capacity(len + 10);
+    out.put_u8(0x81); // FIN, text
+    match len {
+        0..=125 => out.put_u8(len as u8),
+        126..=0xFFFF => {
+            out.put_u8(126);
+            out.put_u16(len as u16);
+        }
+        _ => {
+            out.put_u8(127);
+            out.put_u64(len as u64);
+        }
+    }
+    let header = out.len();
+    for part in parts {
+        out.put_slice(part);
+    }
+    (out.freeze(), header)
 }
 
 fn utf8(bytes: Bytes) -> tokio_tungstenite::tungstenite::Utf8Bytes {
@@ -329,6 +361,52 @@ pub fn unsubscribed(contest_id: &str) -> tokio_tungstenite::tungstenite::Utf8Byt
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// What a client's tungstenite reads from `wire`.
+    fn read_as_client(wire: &[u8]) -> String {
+        use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket};
+        let mut socket =
+            WebSocket::from_raw_socket(std::io::Cursor::new(wire.to_vec()), Role::Client, None);
+        match socket.read().expect("a whole frame") {
+            tokio_tungstenite::tungstenite::Message::Text(text) => text.as_str().to_owned(),
+            other => panic!("not a text frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn text_frames_are_read_by_a_websocket_client_at_every_length_encoding() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let text = "x".repeat(len);
+            let (wire, header) = text_frame(&[text.as_bytes()]);
+            assert_eq!(&wire[header..], text.as_bytes());
+            assert_eq!(read_as_client(&wire), text, "length {len}");
+        }
+    }
+
+    #[test]
+    fn state_frames_on_the_wire_carry_the_frame_the_session_would_send() {
+        let top = [TopRow {
+            rank: 1,
+            entry_id: "e1".into(),
+            user_id: "u1".into(),
+            points: TeamPoints(42),
+        }];
+        let body = StateBody::render("c1", 7, 7, 1, &top);
+        assert_eq!(read_as_client(&body.update_wire()), body.update.as_str());
+        let copy = body.copy();
+        assert_eq!(read_as_client(&copy.update_wire()), body.update.as_str());
+        assert_eq!(copy.snapshot.as_str(), body.snapshot.as_str());
+        let me = Me {
+            entry_id: "e9",
+            rank: 3,
+            points: TeamPoints(10),
+        };
+        let (wire, _) = body.with_me_wire(Kind::Update, &me);
+        assert_eq!(
+            read_as_client(&wire),
+            body.with_me(Kind::Update, &me).as_str()
+        );
+    }
 
     #[test]
     fn subscribe_is_parsed_with_defaults_and_bounds() {

@@ -34,6 +34,7 @@ use tower::ServiceExt;
 use crate::hub::Hub;
 use crate::session::{self, SessionContext, SessionLimits};
 use crate::token::TokenSecret;
+use crate::wire::{Wire, WireIo};
 use crate::{metrics, subscriber, web};
 
 /// Tuning and limits of `ws-gateway serve`.
@@ -317,15 +318,21 @@ impl Gateway {
         // On this connection's event loop, which waits for it on shutdown.
         http::spawn_on_this_loop(self.sessions.track_future(async move {
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
-                    session::run(ws, context).await;
-                }
+                // Served as a `TcpStream` (below), so it comes back as one:
+                // the session and the fan-out share the socket itself.
+                Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => {
+                        let wire = Wire::new(parts.io.into_inner());
+                        let ws = WebSocketStream::from_raw_socket(
+                            WireIo::new(wire, parts.read_buf),
+                            Role::Server,
+                            Some(config),
+                        )
+                        .await;
+                        session::run(ws, context).await;
+                    }
+                    Err(_) => tracing::warn!("an upgraded connection that is not a TCP stream"),
+                },
                 Err(error) => tracing::debug!(%error, "upgrade failed"),
             }
             drop(permit);

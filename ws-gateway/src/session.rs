@@ -4,7 +4,10 @@
 //! One task per connection, one `select!` loop: the outbox is drained before
 //! waiting, and a write that the client does not take within the stuck limit
 //! ends the connection (close code 1008), so a stuck client costs one outbox
-//! and one socket, never a growing queue or a delay for anyone else.
+//! and one socket, never a growing queue or a delay for anyone else. States
+//! for a caught-up client usually never pass through here: the fan-out writes
+//! them straight into the socket (see [`crate::wire`]), and the session only
+//! finishes a frame the socket took in part.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -13,7 +16,6 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use leaderboard::ContestId;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -25,6 +27,7 @@ use crate::metrics;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ProtocolError, Request};
 use crate::token::TokenSecret;
+use crate::wire::WireIo;
 
 /// Close code sent on SIGTERM: the client should reconnect (to another node).
 pub const CLOSE_RESTART: CloseCode = CloseCode::Restart;
@@ -81,14 +84,15 @@ enum End {
 }
 
 /// Runs one connection to its end.
-pub async fn run<S>(mut ws: WebSocketStream<S>, context: Arc<SessionContext>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn run(mut ws: WebSocketStream<WireIo>, context: Arc<SessionContext>) {
     metrics::CONNECTIONS.inc();
+    let wire = ws.get_ref().wire().clone();
     let mut session = Session {
         id: context.hub.session_id(),
-        outbox: Arc::new(Outbox::new(context.limits.control_limit)),
+        outbox: Arc::new(Outbox::with_wire(
+            context.limits.control_limit,
+            wire.clone(),
+        )),
         subscriptions: Vec::new(),
         limiter: RateLimiter::direct(
             Quota::per_second(context.limits.rate).allow_burst(context.limits.burst),
@@ -96,6 +100,8 @@ where
         context: context.clone(),
     };
     let end = session.serve(&mut ws).await;
+    // Nothing more straight into the socket: a close frame may follow.
+    wire.close();
     for contest_id in std::mem::take(&mut session.subscriptions) {
         context.hub.leave(session.id, &contest_id);
     }
@@ -120,11 +126,9 @@ struct Session {
 }
 
 impl Session {
-    async fn serve<S>(&mut self, ws: &mut WebSocketStream<S>) -> End
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    async fn serve(&mut self, ws: &mut WebSocketStream<WireIo>) -> End {
         let limits = self.context.limits.clone();
+        let wire = ws.get_ref().wire().clone();
         // A child token per session: polling a token locks its node, and one
         // node shared by every session would be one lock contended by all of
         // them on every wake-up (a fan-out wakes thousands at once).
@@ -143,6 +147,20 @@ impl Session {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         loop {
+            // Finish a frame the fan-out wrote only in part.
+            if wire.has_rest() {
+                match tokio::time::timeout(limits.stuck_timeout, ws.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return End::Gone,
+                    Err(_) => {
+                        return End::Close(
+                            CLOSE_SLOW,
+                            "slow consumer: a frame waited too long",
+                            "slow",
+                        )
+                    }
+                }
+            }
             // Write whatever waits, one frame at a time.
             while let Some(frame) = self.outbox.pop() {
                 let sent = &FRAMES_SENT[frame_type_index(&frame)];
