@@ -293,6 +293,20 @@ async fn clients_get_a_snapshot_then_updates_equal_to_the_api_and_brute_force() 
     watcher.send(json!({"op":"ping"})).await;
     assert_eq!(watcher.next().await, json!({"type":"pong"}));
 
+    // Caught-up clients got their updates straight from the fan-out, and
+    // each fan-out was timed.
+    let metrics = support::http_get(gateway.port, "/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("ws_states_written_directly_total") >= 1.0);
+    assert!(value("ws_fanout_seconds_count") >= 1.0);
+
     gateway.stop().await;
     api_stop.cancel();
 }

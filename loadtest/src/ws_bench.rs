@@ -65,6 +65,35 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// The `version` of a state frame, without parsing the whole frame.
+/// The gateway's `ws_fanout_seconds` histogram: (sum, count), from its `/metrics`.
+async fn gateway_fanout_seconds(gateway: SocketAddr) -> anyhow::Result<(f64, u64)> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(gateway).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/metrics")
+        .header(hyper::header::HOST, gateway.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let body = sender
+        .send_request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?;
+    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .with_context(|| format!("{name} is not in the gateway's /metrics"))
+    };
+    Ok((
+        value("ws_fanout_seconds_sum")?,
+        value("ws_fanout_seconds_count")? as u64,
+    ))
+}
+
 fn frame_version(text: &str) -> Option<u64> {
     let rest = &text[text.find("\"version\":")? + 10..];
     let end = rest.find(|c: char| !c.is_ascii_digit())?;
@@ -214,11 +243,14 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let mut latency = Histogram::<u64>::new(3)?;
     let mut rates = Vec::new();
     let mut cpu_per_delivery = Vec::new();
-    let (mut all_cpu, mut all_received) = (0.0, 0);
+    let mut written_ms = Vec::new();
+    let (mut all_cpu, mut all_own_cpu, mut all_received) = (0.0, 0.0, 0);
     let mut current = version;
     for round in 1..=args.updates {
         current += 1;
+        let fanout_before = gateway_fanout_seconds(args.gateway).await?;
         let cpu_before = cpu_seconds(args.gateway_pid)?;
+        let own_cpu_before = cpu_seconds(std::process::id())?;
         // A new version of the contest and its notice, as `ingest run` writes them.
         let notice = serde_json::json!({"contest_id": args.contest.as_str(), "match_id": "bench",
             "version": current, "total": 0});
@@ -246,17 +278,23 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             }
         }
         let spread = (last - sent) as f64 / 1e6;
+        let fanout_after = gateway_fanout_seconds(args.gateway).await?;
+        let loops = fanout_after.1.saturating_sub(fanout_before.1);
+        let written = (fanout_after.0 - fanout_before.0) / loops.max(1) as f64;
+        written_ms.push(written * 1000.0);
         let cpu = cpu_seconds(args.gateway_pid)? - cpu_before;
+        all_own_cpu += cpu_seconds(std::process::id())? - own_cpu_before;
         rates.push(received as f64 / spread.max(1e-6));
         cpu_per_delivery.push(received as f64 / cpu.max(0.01));
         all_cpu += cpu;
         all_received += received;
         println!(
-            "update {round}: {received}/{open} deliveries in {:.1} ms ({:.0}/s); gateway CPU {:.3} s = {:.0} deliveries per CPU-second",
+            "update {round}: {received}/{open} deliveries in {:.1} ms ({:.0}/s); gateway CPU {:.3} s = {:.0} deliveries per CPU-second; the gateway's {loops} event loops had written it to every client {:.1} ms after the notice (mean)",
             spread * 1000.0,
             received as f64 / spread.max(1e-6),
             cpu,
-            received as f64 / cpu.max(0.01)
+            received as f64 / cpu.max(0.01),
+            written * 1000.0
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -278,8 +316,17 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         median(&mut cpu_per_delivery)
     );
     println!(
+        "gateway side: every frame written into its client's socket {:.1} ms after the notice (median over updates, mean over event loops)",
+        median(&mut written_ms)
+    );
+    println!(
         "all updates: {all_received} deliveries, gateway CPU {all_cpu:.2} s = {:.0} deliveries per CPU-second",
         all_received as f64 / all_cpu.max(0.01)
+    );
+    // Its clients share the gateway's cores: what they take is not the gateway's.
+    println!(
+        "load generator CPU over all updates: {all_own_cpu:.2} s = {:.0} deliveries per CPU-second",
+        all_received as f64 / all_own_cpu.max(0.01)
     );
     for task in tasks {
         task.abort();

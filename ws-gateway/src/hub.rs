@@ -348,11 +348,14 @@ impl Hub {
     async fn refresh(&self, contest_id: ContestId) {
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.rooms().get_mut(&contest_id) {
-                Some(room) => room.stale = false,
+            let noticed = match self.rooms().get_mut(&contest_id) {
+                Some(room) => {
+                    room.stale = false;
+                    room.noticed_at.take()
+                }
                 None => return,
-            }
-            let result = self.fan_out(&contest_id).await;
+            };
+            let result = self.fan_out(&contest_id, noticed).await;
             let failed = {
                 let mut rooms = self.rooms();
                 let Some(room) = rooms.get_mut(&contest_id) else {
@@ -361,9 +364,6 @@ impl Hub {
                 match result {
                     Ok(version) => {
                         room.delivered = version;
-                        if let Some(noticed) = room.noticed_at.take() {
-                            metrics::FANOUT_SECONDS.observe(noticed.elapsed().as_secs_f64());
-                        }
                         if !room.stale {
                             room.refreshing = false;
                             return;
@@ -372,6 +372,9 @@ impl Hub {
                     }
                     Err(error) => {
                         room.stale = true;
+                        if let Some(noticed) = noticed {
+                            room.noticed_at.get_or_insert(noticed);
+                        }
                         Some(error)
                     }
                 }
@@ -390,7 +393,11 @@ impl Hub {
     /// One read of the contest; then each event loop with members gets the
     /// state, serializes it once per `top` size and writes one outbox per
     /// member. Returns the version fanned out.
-    async fn fan_out(&self, contest_id: &ContestId) -> Result<u64, ProtocolError> {
+    async fn fan_out(
+        &self,
+        contest_id: &ContestId,
+        noticed: Option<Instant>,
+    ) -> Result<u64, ProtocolError> {
         let latest = self.read_latest(contest_id).await?;
         self.inner
             .latest
@@ -404,12 +411,12 @@ impl Hub {
         for index in 0..lanes.len() {
             let lane = &lanes[index];
             if Some(lane.handle.id()) == here {
-                deliver(contest_id, &latest, &lane.members);
+                deliver(contest_id, &latest, &lane.members, noticed);
             } else {
                 let (contest_id, latest, lanes) =
                     (contest_id.clone(), latest.clone(), lanes.clone());
                 lane.handle.spawn(async move {
-                    deliver(&contest_id, &latest, &lanes[index].members);
+                    deliver(&contest_id, &latest, &lanes[index].members, noticed);
                 });
             }
         }
@@ -461,7 +468,9 @@ impl Hub {
 /// Leaves `latest` in each member's outbox. The bodies (serialized once per
 /// `top` size) are copied once for this call, so their reference counts are
 /// touched by this event loop only, never bounced between cores.
-fn deliver(contest_id: &ContestId, latest: &Latest, members: &[Member]) {
+/// Hands `latest` to each of one event loop's members; `noticed` is when the
+/// version notice arrived (for `ws_fanout_seconds`).
+fn deliver(contest_id: &ContestId, latest: &Latest, members: &[Member], noticed: Option<Instant>) {
     let mut bodies: Vec<(usize, Arc<StateBody>)> = Vec::new();
     let mut written = 0;
     for member in members {
@@ -489,6 +498,9 @@ fn deliver(contest_id: &ContestId, latest: &Latest, members: &[Member]) {
     metrics::FRAMES_SENT
         .with_label_values(&["update"])
         .inc_by(written);
+    if let Some(noticed) = noticed {
+        metrics::FANOUT_SECONDS.observe(noticed.elapsed().as_secs_f64());
+    }
 }
 
 /// The member's own entry, exact from the snapshot's histogram and its team.

@@ -120,13 +120,14 @@ pub static REDIS_RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
-/// From a version notice to every local client's outbox holding the new state.
+/// From a version notice until one event loop has written the new state into
+/// (or queued it for) each of its clients: observed once per loop and fan-out.
 pub static FANOUT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register(
         Histogram::with_opts(
             HistogramOpts::new(
                 "ws_fanout_seconds",
-                "Time from a version notice to the new state in every local outbox",
+                "Time from a version notice until one event loop has written the new state into (or queued it for) each of its clients",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
