@@ -200,9 +200,25 @@ fn no_rate_limit() -> ServeOptions {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_get_a_snapshot_then_updates_equal_to_the_api_and_brute_force() {
+    snapshots_then_updates(GatewayOptions::default()).await;
+}
+
+/// The same with every session on the gateway's multi-threaded main runtime
+/// (`--threads 1`): a fan-out then writes into sockets whose sessions run
+/// on other threads.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_one_multi_threaded_runtime_clients_get_the_same_frames() {
+    snapshots_then_updates(GatewayOptions {
+        threads: 1,
+        ..GatewayOptions::default()
+    })
+    .await;
+}
+
+async fn snapshots_then_updates(options: GatewayOptions) {
     let mut fixture = Fixture::new().await;
     let (api, _, api_stop) = fixture.serve(no_rate_limit()).await;
-    let gateway = Gateway::start(&fixture.redis.url(), GatewayOptions::default()).await;
+    let gateway = Gateway::start(&fixture.redis.url(), options).await;
 
     let mut follower = Client::connect(gateway.port).await;
     follower
