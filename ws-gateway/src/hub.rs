@@ -408,17 +408,22 @@ impl Hub {
             None => return Ok(latest.snapshot.version),
         };
         let here = Handle::try_current().ok().map(|handle| handle.id());
+        let mut local = None;
         for index in 0..lanes.len() {
             let lane = &lanes[index];
             if Some(lane.handle.id()) == here {
-                deliver(contest_id, &latest, &lane.members, noticed);
+                local = Some(lane);
             } else {
                 let (contest_id, latest, lanes) =
                     (contest_id.clone(), latest.clone(), lanes.clone());
                 lane.handle.spawn(async move {
-                    deliver(&contest_id, &latest, &lanes[index].members, noticed);
+                    deliver(&contest_id, &latest, &lanes[index].members, noticed).await;
                 });
             }
+        }
+        // This task's own loop last: the others are already under way.
+        if let Some(lane) = local {
+            deliver(contest_id, &latest, &lane.members, noticed).await;
         }
         metrics::STATES_BUILT.inc();
         Ok(latest.snapshot.version)
@@ -465,15 +470,29 @@ impl Hub {
     }
 }
 
-/// Leaves `latest` in each member's outbox. The bodies (serialized once per
-/// `top` size) are copied once for this call, so their reference counts are
-/// touched by this event loop only, never bounced between cores.
-/// Hands `latest` to each of one event loop's members; `noticed` is when the
-/// version notice arrived (for `ws_fanout_seconds`).
-fn deliver(contest_id: &ContestId, latest: &Latest, members: &[Member], noticed: Option<Instant>) {
+/// Members a fan-out serves before it lets the event loop's other tasks run.
+const DELIVERIES_PER_TURN: usize = 256;
+
+/// Hands `latest` to each of one event loop's members: written straight
+/// into a caught-up client's socket, else left in its outbox. The bodies
+/// (serialized once per `top` size) are copied once for this call, so their
+/// reference counts are touched by this event loop only, never bounced
+/// between cores. Writing to thousands of sockets takes a while, so the
+/// loop's other work (handshakes, requests, pings) gets a turn every
+/// [`DELIVERIES_PER_TURN`] members. `noticed` is when the version notice
+/// arrived (for `ws_fanout_seconds`).
+async fn deliver(
+    contest_id: &ContestId,
+    latest: &Latest,
+    members: &[Member],
+    noticed: Option<Instant>,
+) {
     let mut bodies: Vec<(usize, Arc<StateBody>)> = Vec::new();
     let mut written = 0;
-    for member in members {
+    for (served, member) in members.iter().enumerate() {
+        if served > 0 && served % DELIVERIES_PER_TURN == 0 {
+            tokio::task::yield_now().await;
+        }
         let body = match bodies.iter().find(|(top, _)| *top == member.top) {
             Some((_, body)) => body.clone(),
             None => {
