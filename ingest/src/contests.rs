@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use leaderboard::domain::contest::{ContestMessage, ContestRecord, EntryRecord};
-use leaderboard::domain::event::EVENT_VERSION;
-use leaderboard::{ContestId, EntryId, MatchId, UserId};
+use leaderboard_core::contest::{ContestMessage, ContestRecord, EntryRecord};
+use leaderboard_core::event::EVENT_VERSION;
+use leaderboard_core::{ContestId, EntryId, MatchId, UserId};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -1,5 +1,6 @@
 //! Kafka client settings shared by producers and consumers.
 
+use leaderboard_service::backoff::Failure;
 use rdkafka::config::ClientConfig;
 
 /// The settings every client shares.
@@ -40,4 +41,49 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         // Hand a fetched message over at once: this is a live feed, not a bulk load.
         .set("fetch.wait.max.ms", "10");
     config
+}
+
+/// Whether a Kafka error code can pass by itself: refused permissions,
+/// authentication and invalid settings cannot, anything else (a broker
+/// restarting, a timeout, a leader moving) may.
+pub fn failure(code: Option<rdkafka::types::RDKafkaErrorCode>) -> Failure {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match code {
+        Some(
+            Code::TopicAuthorizationFailed
+            | Code::GroupAuthorizationFailed
+            | Code::ClusterAuthorizationFailed
+            | Code::TransactionalIdAuthorizationFailed
+            | Code::DelegationTokenAuthorizationFailed
+            | Code::SaslAuthenticationFailed
+            | Code::Authentication
+            | Code::InvalidConfig
+            | Code::InvalidPartitions
+            | Code::InvalidReplicationFactor
+            | Code::PolicyViolation
+            | Code::InvalidArgument,
+        ) => Failure::Permanent,
+        _ => Failure::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    #[test]
+    fn refused_permissions_are_permanent_and_outages_transient() {
+        assert_eq!(
+            failure(Some(Code::TopicAuthorizationFailed)),
+            Failure::Permanent
+        );
+        assert_eq!(failure(Some(Code::InvalidConfig)), Failure::Permanent);
+        assert_eq!(
+            failure(Some(Code::BrokerTransportFailure)),
+            Failure::Transient
+        );
+        assert_eq!(failure(Some(Code::RequestTimedOut)), Failure::Transient);
+        assert_eq!(failure(None), Failure::Transient);
+    }
 }

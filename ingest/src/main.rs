@@ -6,8 +6,8 @@ mod score;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use leaderboard::service::shutdown;
-use leaderboard::service::telemetry::TelemetryArgs;
+use leaderboard_service::shutdown;
+use leaderboard_service::telemetry::TelemetryArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "ingest", version, about = "Match events and contest entries: scoring, replay and ingestion", long_about = None)]

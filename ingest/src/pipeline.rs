@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use leaderboard::domain::contest::{Added, ContestMessage, ContestState};
-use leaderboard::domain::event::{EventBody, MatchEvent};
-use leaderboard::domain::ids::{ContestId, MatchId};
-use leaderboard::domain::points::TeamPoints;
-use leaderboard::domain::scoring::{Applied, MatchScorer};
-use leaderboard::hot::{encode_team, ContestUpdate, MatchUpdate};
-use leaderboard::store::{RankSnapshot, RankSnapshotInfo, StoreBatch, StoreSnapshot};
-use leaderboard::Rules;
+use leaderboard_core::contest::{Added, ContestMessage, ContestState};
+use leaderboard_core::event::{EventBody, MatchEvent};
+use leaderboard_core::ids::{ContestId, MatchId};
+use leaderboard_core::points::TeamPoints;
+use leaderboard_core::scoring::{Applied, MatchScorer};
+use leaderboard_core::Rules;
+use leaderboard_hot::{encode_team, ContestUpdate, MatchUpdate};
+use leaderboard_store::{RankSnapshot, RankSnapshotInfo, StoreBatch, StoreSnapshot};
 
 use crate::topics;
 
@@ -263,7 +263,7 @@ impl Pipeline {
             }
             ContestMessage::Entry(record) => {
                 let Some(state) = self.contests.get_mut(&record.contest_id) else {
-                    let reason = leaderboard::domain::team::EntryError::UnknownContest(
+                    let reason = leaderboard_core::team::EntryError::UnknownContest(
                         record.contest_id.to_string(),
                     );
                     return self.dead_letter(
@@ -499,8 +499,8 @@ fn final_standings(state: &ContestState) -> RankSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leaderboard::domain::contest::{ContestMessage, ContestRecord, EntryRecord};
-    use leaderboard::domain::event::EVENT_VERSION;
+    use leaderboard_core::contest::{ContestMessage, ContestRecord, EntryRecord};
+    use leaderboard_core::event::EVENT_VERSION;
 
     fn message(topic: &str, offset: i64, key: &str, payload: Vec<u8>) -> Incoming {
         Incoming {
@@ -535,8 +535,8 @@ mod tests {
         ContestMessage::Entry(EntryRecord {
             v: EVENT_VERSION,
             contest_id: ContestId::parse(contest).unwrap(),
-            entry_id: leaderboard::EntryId::parse(entry).unwrap(),
-            user_id: leaderboard::UserId::parse("u1").unwrap(),
+            entry_id: leaderboard_core::EntryId::parse(entry).unwrap(),
+            user_id: leaderboard_core::UserId::parse("u1").unwrap(),
             players: (0..11).map(|i| format!("a{i}")).collect(),
             captain: captain.into(),
             vice_captain: "a1".into(),

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
-use leaderboard::domain::event::{Delivery, EventBody, MatchEvent, Wicket, EVENT_VERSION};
+use leaderboard_core::cricsheet::{match_id_from_path, CricsheetMatch};
+use leaderboard_core::event::{Delivery, EventBody, MatchEvent, Wicket, EVENT_VERSION};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -32,7 +32,7 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     #[command(flatten)]
-    pub kafka: leaderboard::service::config::KafkaArgs,
+    pub kafka: leaderboard_service::config::KafkaArgs,
     /// Partitions of topics created when missing.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
     pub partitions: i32,
@@ -46,7 +46,7 @@ pub fn corrupt(delivery: &Delivery) -> Delivery {
     wrong.wickets = vec![Wicket {
         player_out: delivery.batter.clone(),
         kind: "caught".into(),
-        fielders: vec![leaderboard::domain::event::Fielder {
+        fielders: vec![leaderboard_core::event::Fielder {
             name: Some(delivery.bowler.clone()),
             substitute: false,
         }],
@@ -58,7 +58,7 @@ pub fn corrupt(delivery: &Delivery) -> Delivery {
 /// are first sent wrong and corrected by the next event.
 pub fn replay_events(
     cricsheet: &CricsheetMatch,
-    match_id: &leaderboard::MatchId,
+    match_id: &leaderboard_core::MatchId,
     corrections: Option<u64>,
 ) -> Vec<MatchEvent> {
     let clean = cricsheet.events(match_id, None);

@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use leaderboard::hot::{self, HotWriter};
-use leaderboard::service::admin::{self, ReadyCheck};
-use leaderboard::service::config::{KafkaArgs, RedisArgs, RulesArgs, StoreArgs};
-use leaderboard::store::{self, DurableStore};
-use rand::Rng;
+use leaderboard_hot::{self as hot, HotWriter};
+use leaderboard_service::admin::{self, ReadyCheck};
+use leaderboard_service::backoff::{self, Failure, Health, Stopped};
+use leaderboard_service::config::{KafkaArgs, RedisArgs, RulesArgs, StoreArgs};
+use leaderboard_store::{self as store, SharedStore};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -116,48 +116,108 @@ impl ConsumerContext for IngestContext {
     }
 }
 
-/// Retries `attempt` with exponential backoff and jitter until it succeeds or
-/// the service shuts down (then `None`). Never gives up on its own: losing a
-/// write would lose data, crashing would only repeat the same attempt.
-pub async fn retry<T, E, F, Fut>(
-    what: &'static str,
-    shutdown: &CancellationToken,
-    mut attempt: F,
-) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match attempt().await {
-            Ok(value) => return Some(value),
-            Err(error) => {
-                metrics::RETRIES.with_label_values(&[what]).inc();
-                let jitter = rand::rng().random_range(0..=delay.as_millis() as u64 / 2);
-                let wait = delay + Duration::from_millis(jitter);
-                tracing::warn!(target_name = what, %error, retry_in_ms = wait.as_millis() as u64, "write failed, retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+/// Why the consumer loop stopped before its work was done.
+#[derive(Debug)]
+enum Stop {
+    /// The service is shutting down: nothing more is committed, the batch
+    /// in hand is read again after a restart.
+    Shutdown,
+    /// A permanent failure: retrying would only repeat it, so the service
+    /// exits non-zero with the reason.
+    Failed(anyhow::Error),
+}
+
+/// How a dependency's error is told transient from permanent.
+trait Classify {
+    fn failure(&self) -> Failure;
+}
+
+impl Classify for redis::RedisError {
+    fn failure(&self) -> Failure {
+        if hot::is_permanent(self) {
+            Failure::Permanent
+        } else {
+            Failure::Transient
         }
     }
 }
 
-/// Runs the service until `shutdown`; `ready` is told the admin address once bound.
+impl Classify for store::StoreError {
+    fn failure(&self) -> Failure {
+        match self {
+            store::StoreError::Backend { .. } => Failure::Transient,
+            store::StoreError::InvalidUri(_)
+            | store::StoreError::Unsupported(_)
+            | store::StoreError::Corrupt { .. } => Failure::Permanent,
+        }
+    }
+}
+
+impl Classify for rdkafka::error::KafkaError {
+    fn failure(&self) -> Failure {
+        kafka::failure(self.rdkafka_error_code())
+    }
+}
+
+impl Classify for topics::TopicsError {
+    fn failure(&self) -> Failure {
+        self.failure
+    }
+}
+
+/// What every retry loop of the service shares: the shutdown token and the
+/// health `/readyz` reports.
+#[derive(Debug, Clone)]
+struct Retrier {
+    shutdown: CancellationToken,
+    health: Health,
+}
+
+impl Retrier {
+    /// Retries `attempt` with the service's backoff while it fails
+    /// transiently; a permanent failure stops the service. Never gives up on
+    /// a transient one: losing a write would lose data, crashing would only
+    /// repeat the same attempt.
+    async fn retry<T, E, F, Fut>(&self, what: &'static str, attempt: F) -> Result<T, Stop>
+    where
+        E: Classify + std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        backoff::retry(
+            what,
+            &self.shutdown,
+            &self.health,
+            E::failure,
+            || metrics::RETRIES.with_label_values(&[what]).inc(),
+            attempt,
+        )
+        .await
+        .map_err(|stopped| match stopped {
+            Stopped::Shutdown => Stop::Shutdown,
+            Stopped::Permanent(error) => {
+                Stop::Failed(anyhow::anyhow!("{what} failed permanently: {error}"))
+            }
+        })
+    }
+}
+
+/// Runs the service until `shutdown`. Returns an error, and the process
+/// exits non-zero with it, when a dependency fails permanently.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     metrics::init();
     let rules = Arc::new(args.rules.load()?);
-    let store = store::open_embedded(&args.store.store).context("cannot open the durable store")?;
+    let store = store::open(&args.store.store).context("cannot open the durable store")?;
     let snapshot = store
         .load()
         .await
         .context("cannot read the durable store")?;
-    let mut pipeline = Pipeline::from_snapshot(Arc::clone(&rules), snapshot)?;
+    let pipeline = tokio::task::spawn_blocking({
+        let rules = Arc::clone(&rules);
+        move || Pipeline::from_snapshot(rules, snapshot)
+    })
+    .await
+    .context("rebuilding the state panicked")??;
     tracing::info!(
         contests = pipeline.contests().count(),
         rules = %rules.name,
@@ -170,11 +230,22 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let admin_address = listener.local_addr()?;
     let redis_url = args.redis.url.clone();
     let store_check = store.clone();
+    let retrier = Retrier {
+        shutdown: shutdown.clone(),
+        health: Health::new(),
+    };
+    let health = retrier.health.clone();
     let checks = vec![
-        ReadyCheck::redis(&redis_url)?,
+        ReadyCheck::new("redis", hot::pinger(&redis_url)?),
         ReadyCheck::new("store", move || {
             let store = store_check.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }
+        }),
+        // Red while any write or connection keeps failing, even when Redis
+        // and the store still answer a ping.
+        ReadyCheck::new("pipeline", move || {
+            let health = health.clone();
+            async move { health.check() }
         }),
     ];
     let admin_task = tokio::spawn(admin::serve(
@@ -184,47 +255,65 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     ));
     tracing::info!(address = %admin_address, "ingest admin listening");
 
-    let Some(connection) = retry("redis-connect", &shutdown, || hot::connect(&redis_url)).await
-    else {
-        return Ok(());
-    };
+    let outcome = consume(args, store, pipeline, redis_url, &retrier).await;
+    tracing::info!("ingest stopping");
+    shutdown.cancel();
+    admin_task
+        .await
+        .context("admin task panicked")?
+        .context("admin server failed")?;
+    match outcome {
+        Ok(()) | Err(Stop::Shutdown) => Ok(()),
+        Err(Stop::Failed(error)) => Err(error),
+    }
+}
+
+/// Connects, rewrites Redis, and consumes until shutdown or a permanent failure.
+async fn consume(
+    args: RunArgs,
+    store: SharedStore,
+    mut pipeline: Pipeline,
+    redis_url: String,
+    retrier: &Retrier,
+) -> Result<(), Stop> {
+    let connection = retrier
+        .retry("redis-connect", || hot::connect(&redis_url))
+        .await?;
     let mut hot = HotWriter::new(connection, args.large_contest);
     hot.retention = Duration::from_secs(args.hot_retention_secs);
-    if !rewrite_hot_state(&pipeline, &mut hot, &shutdown).await {
-        return Ok(());
-    }
+    rewrite_hot_state(&pipeline, &mut hot, retrier).await?;
 
     let brokers = args.kafka.brokers.clone();
-    let created = retry("kafka-topics", &shutdown, || {
-        topics::ensure(&brokers, &topics::ALL, args.partitions)
-    })
-    .await;
-    if created.is_none() {
-        return Ok(());
-    }
+    retrier
+        .retry("kafka-topics", || {
+            topics::ensure(&brokers, &topics::ALL, args.partitions)
+        })
+        .await?;
+    let failed = |what: &str| {
+        let what = what.to_owned();
+        move |error: rdkafka::error::KafkaError| Stop::Failed(anyhow::anyhow!("{what}: {error}"))
+    };
     let mut consumer_config = kafka::consumer_config(&args.kafka.brokers, &args.group);
     if let Some(instance) = &args.instance_id {
         consumer_config.set("group.instance.id", instance);
     }
     let consumer: StreamConsumer<IngestContext> = consumer_config
         .create_with_context(IngestContext)
-        .context("cannot create the Kafka consumer")?;
+        .map_err(failed("cannot create the Kafka consumer"))?;
     consumer
         .subscribe(&[topics::MATCH_EVENTS, topics::CONTEST_ENTRIES])
-        .context("cannot subscribe")?;
+        .map_err(failed("cannot subscribe"))?;
     let producer: FutureProducer = kafka::producer_config(&args.kafka.brokers)
         .create()
-        .context("cannot create the dead-letter producer")?;
+        .map_err(failed("cannot create the dead-letter producer"))?;
     tracing::info!(group = %args.group, "consuming match-events and contest-entries");
 
     let mut alive_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = retrier.shutdown.cancelled() => break,
             _ = alive_check.tick() => {
-                if !check_alive(&pipeline, &mut hot, &shutdown).await {
-                    break;
-                }
+                check_alive(&pipeline, &mut hot, retrier).await?;
                 continue;
             }
             received = consumer.recv() => received,
@@ -254,22 +343,24 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             metrics::EVENTS_CONSUMED
                 .with_label_values(&[message.topic.as_str()])
                 .inc();
-            pipeline.handle(message);
         }
-        let effects = pipeline.finish_batch();
-        if !write_effects(&store, &pipeline, &mut hot, &producer, effects, &shutdown).await {
-            break;
-        }
+        // Scoring, re-ranking every entry of every touched contest and
+        // sorting final standings is CPU work: it runs on a blocking thread,
+        // so the admin routes and the consumer's I/O never wait behind it.
+        let (returned, batch, effects) = tokio::task::spawn_blocking(move || {
+            for message in &batch {
+                pipeline.handle(message);
+            }
+            let effects = pipeline.finish_batch();
+            (pipeline, batch, effects)
+        })
+        .await
+        .map_err(|error| Stop::Failed(anyhow::anyhow!("applying a batch panicked: {error}")))?;
+        pipeline = returned;
+        write_effects(&store, &pipeline, &mut hot, &producer, effects, retrier).await?;
         metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
         commit(&consumer, &batch);
     }
-    tracing::info!("ingest stopping");
-    drop(consumer);
-    shutdown.cancel();
-    admin_task
-        .await
-        .context("admin task panicked")?
-        .context("admin server failed")?;
     Ok(())
 }
 
@@ -283,16 +374,16 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
     }
 }
 
-/// Writes one batch's effects in order; `false` when shutting down mid-way
+/// Writes one batch's effects in order; stops when shutting down mid-way
 /// (nothing is committed then, so the batch is consumed again).
 async fn write_effects(
-    store: &store::embedded::EmbeddedStore,
+    store: &SharedStore,
     pipeline: &Pipeline,
     hot: &mut HotWriter,
     producer: &FutureProducer,
     effects: Effects,
-    shutdown: &CancellationToken,
-) -> bool {
+    retrier: &Retrier,
+) -> Result<(), Stop> {
     let Effects {
         store: batch,
         matches,
@@ -301,48 +392,40 @@ async fn write_effects(
         finished,
         counts,
     } = effects;
-    if !batch.is_empty()
-        && retry("store", shutdown, || store.apply(batch.clone()))
-            .await
-            .is_none()
-    {
-        return false;
+    if !batch.is_empty() {
+        retrier
+            .retry("store", || store.apply(batch.clone()))
+            .await?;
     }
     if !(matches.is_empty() && contests.is_empty()) {
-        if !check_alive(pipeline, hot, shutdown).await {
-            return false;
-        }
-        let written = retry("redis", shutdown, || {
-            let mut hot = hot.clone();
-            let (matches, contests) = (&matches, &contests);
-            async move { hot.write(matches, contests).await }
-        })
-        .await;
-        if written.is_none() {
-            return false;
-        }
+        check_alive(pipeline, hot, retrier).await?;
+        retrier
+            .retry("redis", || {
+                let mut hot = hot.clone();
+                let (matches, contests) = (&matches, &contests);
+                async move { hot.write(matches, contests).await }
+            })
+            .await?;
     }
-    if !finished.is_empty() && !retire(hot, &finished, shutdown).await {
-        return false;
+    if !finished.is_empty() {
+        retire(hot, &finished, retrier).await?;
     }
     for letter in &dead_letters {
         let value = letter.to_json();
-        let sent = retry("dlq", shutdown, || {
-            let mut record = FutureRecord::to(letter.topic).payload(&value);
-            if let Some(key) = &letter.key {
-                record = record.key(key);
-            }
-            async move {
-                producer
-                    .send(record, Duration::from_secs(10))
-                    .await
-                    .map_err(|(error, _)| error)
-            }
-        })
-        .await;
-        if sent.is_none() {
-            return false;
-        }
+        retrier
+            .retry("dlq", || {
+                let mut record = FutureRecord::to(letter.topic).payload(&value);
+                if let Some(key) = &letter.key {
+                    record = record.key(key);
+                }
+                async move {
+                    producer
+                        .send(record, Duration::from_secs(10))
+                        .await
+                        .map_err(|(error, _)| error)
+                }
+            })
+            .await?;
         metrics::EVENTS_DLQ.with_label_values(&[letter.topic]).inc();
         tracing::warn!(
             dlq = letter.topic,
@@ -362,81 +445,77 @@ async fn write_effects(
         dead_letters = counts.dead_letters,
         "batch written"
     );
-    true
+    Ok(())
 }
 
 /// Rewrites all of Redis from the pipeline's state if Redis lost it.
 async fn check_alive(
     pipeline: &Pipeline,
     hot: &mut HotWriter,
-    shutdown: &CancellationToken,
-) -> bool {
-    let alive = retry("redis", shutdown, || {
-        let mut hot = hot.clone();
-        async move { hot.still_alive().await }
-    })
-    .await;
-    match alive {
-        None => false,
-        Some(true) => true,
-        Some(false) => {
-            tracing::warn!("redis lost the hot state, rebuilding it");
-            rewrite_hot_state(pipeline, hot, shutdown).await
-        }
+    retrier: &Retrier,
+) -> Result<(), Stop> {
+    let alive = retrier
+        .retry("redis", || {
+            let mut hot = hot.clone();
+            async move { hot.still_alive().await }
+        })
+        .await?;
+    if alive {
+        return Ok(());
     }
+    tracing::warn!("redis lost the hot state, rebuilding it");
+    rewrite_hot_state(pipeline, hot, retrier).await
 }
 
 async fn rewrite_hot_state(
     pipeline: &Pipeline,
     hot: &mut HotWriter,
-    shutdown: &CancellationToken,
-) -> bool {
+    retrier: &Retrier,
+) -> Result<(), Stop> {
     let started = Instant::now();
     let (matches, contests) = pipeline.full_refresh();
-    let written = retry("redis", shutdown, || {
-        let mut hot = hot.clone();
-        let (matches, contests) = (&matches, &contests);
-        async move {
-            hot.still_alive().await?;
-            hot.write(matches, contests).await
-        }
-    })
-    .await;
-    if written.is_some() && !retire(hot, &pipeline.finished_contests(), shutdown).await {
-        return false;
-    }
-    if written.is_some() {
-        metrics::REBUILDS.inc();
-        tracing::info!(
-            matches = matches.len(),
-            contests = contests.len(),
-            millis = started.elapsed().as_millis() as u64,
-            "redis hot state rewritten"
-        );
-    }
-    written.is_some()
+    retrier
+        .retry("redis", || {
+            let mut hot = hot.clone();
+            let (matches, contests) = (&matches, &contests);
+            async move {
+                hot.still_alive().await?;
+                hot.write(matches, contests).await
+            }
+        })
+        .await?;
+    retire(hot, &pipeline.finished_contests(), retrier).await?;
+    metrics::REBUILDS.inc();
+    tracing::info!(
+        matches = matches.len(),
+        contests = contests.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "redis hot state rewritten"
+    );
+    Ok(())
 }
 
 /// Starts the hot-state retention clock of finished contests.
 async fn retire(
     hot: &HotWriter,
-    finished: &[(leaderboard::ContestId, leaderboard::MatchId)],
-    shutdown: &CancellationToken,
-) -> bool {
+    finished: &[(leaderboard_core::ContestId, leaderboard_core::MatchId)],
+    retrier: &Retrier,
+) -> Result<(), Stop> {
     let retention = hot.retention;
-    let retired = retry("redis", shutdown, || {
-        let mut hot = hot.clone();
-        async move { hot.retire(finished, retention).await }
-    })
-    .await;
-    if retired.is_some() && !retention.is_zero() {
+    retrier
+        .retry("redis", || {
+            let mut hot = hot.clone();
+            async move { hot.retire(finished, retention).await }
+        })
+        .await?;
+    if !retention.is_zero() && !finished.is_empty() {
         tracing::info!(
             contests = finished.len(),
             retention_secs = retention.as_secs(),
             "finished contests' final standings stored; their hot keys now expire"
         );
     }
-    retired.is_some()
+    Ok(())
 }
 
 /// Commits the next offset of every partition in the batch. Asynchronous: a

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
-use leaderboard::domain::scoring::score_match;
-use leaderboard::service::config::RulesArgs;
+use leaderboard_core::cricsheet::{match_id_from_path, CricsheetMatch};
+use leaderboard_core::scoring::score_match;
+use leaderboard_service::config::RulesArgs;
 use serde_json::json;
 
 use crate::CliError;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use leaderboard_service::backoff::Failure;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
@@ -22,12 +22,24 @@ pub const ALL: [&str; 4] = [
     CONTEST_ENTRIES_DLQ,
 ];
 
+/// Why topics could not be made, and whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TopicsError {
+    pub message: String,
+    pub failure: Failure,
+}
+
 /// Creates the missing ones among `topics`, with `partitions` partitions each.
 /// A topic that already exists is left as it is.
-pub async fn ensure(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = kafka::base_config(brokers)
-        .create()
-        .context("cannot create the Kafka admin client")?;
+pub async fn ensure(brokers: &str, topics: &[&str], partitions: i32) -> Result<(), TopicsError> {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka::base_config(brokers)
+            .create()
+            .map_err(|error| TopicsError {
+                message: format!("cannot create the Kafka admin client: {error}"),
+                failure: Failure::Permanent,
+            })?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
@@ -36,12 +48,20 @@ pub async fn ensure(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::
     let results = admin
         .create_topics(&new_topics, &options)
         .await
-        .with_context(|| format!("cannot create topics on {brokers}"))?;
+        .map_err(|error| TopicsError {
+            message: format!("cannot create topics on {brokers}: {error}"),
+            failure: kafka::failure(error.rdkafka_error_code()),
+        })?;
     for result in results {
         match result {
             Ok(topic) => tracing::info!(%topic, partitions, "topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+            Err((topic, code)) => {
+                return Err(TopicsError {
+                    message: format!("cannot create topic {topic}: {code}"),
+                    failure: kafka::failure(Some(code)),
+                })
+            }
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! matches must end exactly where `ingest score` does, through corrections,
 //! bad input, kill -9 and a flushed Redis.
 
-mod support;
+use leaderboard_testkit as support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest::replay::ReplayArgs;
-use leaderboard::domain::contest::{ContestRecord, EntryRecord};
-use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
-use leaderboard::domain::rank::ranks_by_sort;
-use leaderboard::domain::scoring::{score_match, MatchScorer};
-use leaderboard::domain::team::Squad;
-use leaderboard::hot;
-use leaderboard::service::config::KafkaArgs;
-use leaderboard::{ContestId, MatchId, Rules, TeamPoints};
+use leaderboard_core::contest::{ContestRecord, EntryRecord};
+use leaderboard_core::cricsheet::{match_id_from_path, CricsheetMatch};
+use leaderboard_core::rank::ranks_by_sort;
+use leaderboard_core::scoring::{score_match, MatchScorer};
+use leaderboard_core::team::Squad;
+use leaderboard_core::{ContestId, MatchId, Rules, TeamPoints};
+use leaderboard_hot as hot;
+use leaderboard_service::config::KafkaArgs;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -223,14 +223,14 @@ fn replayed_matches_with_corrections_and_bad_input_end_as_the_offline_score() {
         }
         // Bad input: an entry outside the squad, an unknown contest, malformed events.
         let mut outsider = first_contest.entries[0].clone();
-        outsider.entry_id = leaderboard::EntryId::parse("bad1").unwrap();
+        outsider.entry_id = leaderboard_core::EntryId::parse("bad1").unwrap();
         outsider.players[3] = "Nobody".into();
         let orphan = EntryRecord {
             contest_id: ContestId::parse("nope").unwrap(),
             ..first_contest.entries[1].clone()
         };
-        let outsider = leaderboard::domain::contest::ContestMessage::Entry(outsider).to_json();
-        let orphan = leaderboard::domain::contest::ContestMessage::Entry(orphan).to_json();
+        let outsider = leaderboard_core::contest::ContestMessage::Entry(outsider).to_json();
+        let orphan = leaderboard_core::contest::ContestMessage::Entry(orphan).to_json();
         publish_raw(
             &broker.brokers(),
             "contest-entries",

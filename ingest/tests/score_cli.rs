@@ -24,7 +24,7 @@ fn ingest(args: &[&str]) -> Output {
 
 fn golden() -> BTreeMap<String, BTreeMap<String, Value>> {
     serde_json::from_str(include_str!(
-        "../../leaderboard/tests/golden/ipl-points.json"
+        "../../leaderboard/core/tests/golden/ipl-points.json"
     ))
     .unwrap()
 }
@@ -96,7 +96,7 @@ fn a_file_that_is_not_a_match_is_one_line_and_exit_2() {
 #[test]
 fn a_replaced_rules_file_changes_the_points() {
     let dir = tempfile::tempdir().unwrap();
-    let bundled = include_str!("../../leaderboard/rules/t20-classic.toml");
+    let bundled = include_str!("../../leaderboard/core/rules/t20-classic.toml");
     let custom = dir.path().join("double-wickets.toml");
     std::fs::write(&custom, bundled.replace("wicket = 25", "wicket = 50")).unwrap();
     let file = ipl_dir().join("1136561.json");

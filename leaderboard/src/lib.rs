@@ -1,28 +1,13 @@
-//! The leaderboard platform's core library.
+//! The HTTP read API (`leaderboard serve`): routes, the per-node cache, the
+//! rate limiter, the OpenAPI document, and this crate's metrics. The domain,
+//! the hot state, the durable store and the service plumbing are crates of
+//! their own beside it (`core/`, `hot/`, `store/`, `service/`).
 //!
-//! - [`domain`]: ids, the event model, the rules file, the scoring engine,
-//!   teams and ranks. Pure functions and data, no I/O.
-//! - [`service`]: the plumbing every binary shares (configuration, telemetry,
-//!   shutdown, admin routes).
-//! - [`metrics`]: this crate's Prometheus statics.
-//!
-//! Crate choices: `serde`/`serde_json` for the wire formats, `toml` for the
-//! human-edited rules file, `thiserror` for typed library errors, `clap` (with
-//! `env`) so that every setting is a flag and an environment variable,
-//! `tracing` for structured logs, `axum` on `tokio` for HTTP (it is hyper with
-//! routing, and the admin routes share one server with the API), and
-//! `prometheus` for the text exposition format the deploy's scrapers expect.
+//! Crate choices: `hyper` for plain HTTP/1.1 connections and `axum` for the
+//! router (the admin routes share it); `moka` for the caches that coalesce
+//! concurrent misses; `governor` for the per-client token bucket; `utoipa`
+//! for an OpenAPI document generated from the handlers' types; `mimalloc` as
+//! the binary's allocator.
 
 pub mod api;
-pub mod domain;
-pub mod hot;
 pub mod metrics;
-pub mod service;
-pub mod store;
-
-pub use domain::cricsheet::CricsheetMatch;
-pub use domain::event::{Delivery, EventBody, MatchEvent};
-pub use domain::ids::{ContestId, EntryId, MatchId, PlayerName, UserId};
-pub use domain::points::{PlayerPoints, TeamPoints};
-pub use domain::rules::Rules;
-pub use domain::scoring::{score_match, Applied, MatchScorer};

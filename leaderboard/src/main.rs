@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use leaderboard::service::shutdown;
-use leaderboard::service::telemetry::TelemetryArgs;
+use leaderboard_service::shutdown;
+use leaderboard_service::telemetry::TelemetryArgs;
 
 /// mimalloc: per-thread free lists instead of glibc's arena locks, which a
 /// request-per-allocation HTTP server otherwise contends on (measured in
@@ -42,9 +42,9 @@ struct ServeArgs {
     )]
     http_addr: SocketAddr,
     #[command(flatten)]
-    redis: leaderboard::service::config::RedisArgs,
+    redis: leaderboard_service::config::RedisArgs,
     #[command(flatten)]
-    store: leaderboard::service::config::StoreArgs,
+    store: leaderboard_service::config::StoreArgs,
     #[command(flatten)]
     options: leaderboard::api::server::ServeOptions,
 }
@@ -53,7 +53,7 @@ struct ServeArgs {
 struct TopArgs {
     /// The contest.
     #[arg(long)]
-    contest: leaderboard::ContestId,
+    contest: leaderboard_core::ContestId,
     /// Rows to skip.
     #[arg(long, default_value_t = 0)]
     offset: usize,
@@ -64,7 +64,7 @@ struct TopArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    redis: leaderboard::service::config::RedisArgs,
+    redis: leaderboard_service::config::RedisArgs,
 }
 
 #[tokio::main]
@@ -93,10 +93,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn top(args: TopArgs) -> anyhow::Result<()> {
-    let mut connection = leaderboard::hot::connect(&args.redis.url)
+    let mut connection = leaderboard_hot::connect(&args.redis.url)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", args.redis.url))?;
-    let page = leaderboard::hot::read_page(
+    let page = leaderboard_hot::read_page(
         &mut connection,
         &args.contest,
         args.offset,

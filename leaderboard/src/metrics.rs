@@ -2,10 +2,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts};
 
-/// The registry every metric of this process is registered in.
-pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+pub use leaderboard_service::metrics::REGISTRY;
 
 /// Requests answered, by route and status.
 pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -28,6 +27,19 @@ pub static BACKEND_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
             "Redis reads made by the read API's cache",
         ),
         &["kind"],
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(counter.clone()))
+        .expect("metric registered once");
+    counter
+});
+
+/// Values read back from Redis that failed validation (answered 503, logged).
+pub static CORRUPT_READS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    let counter = prometheus::IntCounter::new(
+        "leaderboard_corrupt_reads_total",
+        "Hot-state values that failed validation when read",
     )
     .expect("valid metric");
     REGISTRY

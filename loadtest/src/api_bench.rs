@@ -17,12 +17,12 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use ingest::pipeline::{Incoming, Pipeline};
 use ingest::topics;
-use leaderboard::domain::contest::ContestMessage;
-use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
-use leaderboard::hot::{self, HotWriter};
-use leaderboard::service::config::RedisArgs;
-use leaderboard::service::http;
-use leaderboard::{ContestId, Rules};
+use leaderboard_core::contest::ContestMessage;
+use leaderboard_core::cricsheet::{match_id_from_path, CricsheetMatch};
+use leaderboard_core::{ContestId, Rules};
+use leaderboard_hot::{self as hot, HotWriter};
+use leaderboard_service::config::RedisArgs;
+use leaderboard_service::http;
 
 #[derive(Debug, clap::Args)]
 pub struct FillArgs {

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use leaderboard::domain::cricsheet::{match_id_from_path, CricsheetMatch};
-use leaderboard::service::config::KafkaArgs;
-use leaderboard::service::telemetry::TelemetryArgs;
-use leaderboard::ContestId;
+use leaderboard_core::cricsheet::{match_id_from_path, CricsheetMatch};
+use leaderboard_core::ContestId;
+use leaderboard_service::config::KafkaArgs;
+use leaderboard_service::telemetry::TelemetryArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,7 +63,7 @@ struct ContestArgs {
     /// Attach the contest to this match id instead of the file's (a synthetic
     /// match for `notice-latency`).
     #[arg(long)]
-    match_id: Option<leaderboard::MatchId>,
+    match_id: Option<leaderboard_core::MatchId>,
     /// Entries to generate.
     #[arg(long, default_value_t = 10_000)]
     entries: usize,

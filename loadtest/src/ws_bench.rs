@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use leaderboard::service::config::RedisArgs;
-use leaderboard::{hot, ContestId};
+use leaderboard_core::ContestId;
+use leaderboard_hot as hot;
+use leaderboard_service::config::RedisArgs;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -344,7 +345,7 @@ pub struct WatchArgs {
     contest: ContestId,
     /// An entry to follow.
     #[arg(long)]
-    entry: Option<leaderboard::EntryId>,
+    entry: Option<leaderboard_core::EntryId>,
     /// Its token, when the gateway has WS_TOKEN_SECRET.
     #[arg(long)]
     token: Option<String>,

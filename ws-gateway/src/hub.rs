@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leaderboard::api::cache::{ContestSnapshot, EntryTeam, NodeCache, ReadError};
-use leaderboard::{hot, ContestId, TeamPoints};
+use leaderboard_core::rank::CompetitionRanks;
+use leaderboard_core::ContestId;
+use leaderboard_hot::{self as hot, ContestSnapshot, EntryTeam, ReadError, TeamCache};
+use leaderboard_service::backoff::Backoff;
 use redis::aio::ConnectionManager;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -137,7 +139,9 @@ impl Latest {
 #[derive(Debug)]
 struct Inner {
     rooms: Mutex<HashMap<ContestId, Room>>,
-    cache: NodeCache,
+    /// Followed entries' teams, validated when read.
+    teams: TeamCache,
+    team_reads: AtomicU64,
     /// Newest state per contest: subscribers share it (concurrent misses
     /// coalesce into one read), and each fan-out replaces it.
     latest: moka::future::Cache<ContestId, Arc<Latest>>,
@@ -163,7 +167,8 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
-                cache: NodeCache::new(connection.clone(), max_staleness),
+                teams: TeamCache::new(connection.clone(), 5_000_000),
+                team_reads: AtomicU64::new(0),
                 latest: moka::future::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(max_staleness)
@@ -187,7 +192,7 @@ impl Hub {
 
     /// Redis reads made for this node's clients (each coalesced miss once).
     pub fn backend_reads(&self) -> u64 {
-        self.inner.cache.backend_reads()
+        self.inner.team_reads.load(Ordering::Relaxed)
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<ContestId, Room>> {
@@ -207,8 +212,10 @@ impl Hub {
             Some(entry_id) => {
                 let team = self
                     .inner
-                    .cache
-                    .entry(contest_id, entry_id)
+                    .teams
+                    .get(contest_id, entry_id, || {
+                        self.inner.team_reads.fetch_add(1, Ordering::Relaxed);
+                    })
                     .await
                     .map_err(|error| read_error(error, "unknown_entry"))?;
                 Some(Follow {
@@ -320,7 +327,6 @@ impl Hub {
     /// Re-reads every room (after a gap in notices); clients only get a
     /// frame if the version moved.
     pub fn resync(&self) {
-        self.inner.cache.invalidate_all();
         for contest_id in self.contests() {
             self.force(&contest_id);
         }
@@ -339,14 +345,28 @@ impl Hub {
         }
     }
 
+    /// Refreshes the room in a task of its own. Should the refresh panic
+    /// anyway, the room is marked stale and not refreshing, so the next
+    /// notice starts a new refresh instead of finding the flag stuck.
     fn spawn_refresh(&self, contest_id: ContestId) {
+        use futures::FutureExt;
         let hub = self.clone();
-        tokio::spawn(async move { hub.refresh(contest_id).await });
+        tokio::spawn(async move {
+            let refresh = std::panic::AssertUnwindSafe(hub.refresh(contest_id.clone()));
+            if refresh.catch_unwind().await.is_err() {
+                metrics::REFRESH_PANICS.inc();
+                tracing::error!(contest = %contest_id, "a room refresh panicked; the next notice retries it");
+                if let Some(room) = hub.rooms().get_mut(&contest_id) {
+                    room.refreshing = false;
+                    room.stale = true;
+                }
+            }
+        });
     }
 
     /// Reads and fans out the room's state until no notice came during a read.
     async fn refresh(&self, contest_id: ContestId) {
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let noticed = match self.rooms().get_mut(&contest_id) {
                 Some(room) => {
@@ -380,11 +400,10 @@ impl Hub {
                 }
             };
             match failed {
-                None => delay = Duration::from_millis(50),
+                None => backoff.reset(),
                 Some(error) => {
                     tracing::warn!(contest = %contest_id, %error, "cannot read the contest's state, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
@@ -454,16 +473,21 @@ impl Hub {
             .map_err(|error| read_error(error, "unknown_contest"))?;
         let mut top_rows = Vec::with_capacity(rows.len());
         let mut users = users.into_iter();
-        let mut rank = 1;
-        for (position, (entry_id, score)) in rows.iter().enumerate() {
-            if position > 0 && *score != rows[position - 1].1 {
-                rank = position as u64 + 1;
-            }
+        let mut ranks = CompetitionRanks::new();
+        for (entry_id, score) in &rows {
+            let points = hot::points_of_score(contest_id, entry_id, *score)
+                .map_err(|error| read_error(error, "unknown_contest"))?;
+            let user_id = users.next().flatten().ok_or_else(|| {
+                read_error(
+                    ReadError::corrupt(contest_id, format!("entry `{entry_id}` has no owner")),
+                    "unknown_contest",
+                )
+            })?;
             top_rows.push(TopRow {
-                rank,
+                rank: ranks.next(points),
                 entry_id: entry_id.clone(),
-                user_id: users.next().flatten().unwrap_or_default(),
-                points: TeamPoints::from_f64_exact(*score).unwrap_or_default(),
+                user_id,
+                points,
             });
         }
         Ok((snapshot, top_rows))
@@ -522,21 +546,35 @@ async fn deliver(
     }
 }
 
-/// The member's own entry, exact from the snapshot's histogram and its team.
+/// The member's own entry, exact from the snapshot's histogram and its team;
+/// a team that does not fit the contest's squad (corrupt in Redis) is
+/// reported and left out, and the rest of the frame is still delivered.
 fn my_entry(member: &Member, snapshot: &ContestSnapshot) -> Option<MyEntry> {
-    member.entry.as_ref().map(|follow| {
-        let points = follow.team.team.points(&snapshot.player_points);
-        MyEntry {
+    let follow = member.entry.as_ref()?;
+    match snapshot.score(&follow.entry_id, &follow.team.team) {
+        Ok((points, rank)) => Some(MyEntry {
             entry_id: follow.entry_id.clone(),
-            rank: snapshot.rank_of(points),
+            rank,
             points,
+        }),
+        Err(error) => {
+            let _ = read_error(error, "unknown_entry");
+            None
         }
-    })
+    }
 }
 
 fn read_error(error: ReadError, not_found: &'static str) -> ProtocolError {
     match error {
         ReadError::NotFound(message) => ProtocolError::new(not_found, message),
         ReadError::Backend(message) => ProtocolError::new("unavailable", message),
+        ReadError::Corrupt(message) => {
+            metrics::CORRUPT_READS.inc();
+            tracing::error!(%message, "corrupt hot state read, not served");
+            ProtocolError::new(
+                "unavailable",
+                "the contest's state cannot be read right now",
+            )
+        }
     }
 }

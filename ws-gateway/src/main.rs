@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use leaderboard::service::shutdown;
-use leaderboard::service::telemetry::TelemetryArgs;
+use leaderboard_service::shutdown;
+use leaderboard_service::telemetry::TelemetryArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,7 +42,7 @@ struct ServeArgs {
     )]
     http_addr: SocketAddr,
     #[command(flatten)]
-    redis: leaderboard::service::config::RedisArgs,
+    redis: leaderboard_service::config::RedisArgs,
     #[command(flatten)]
     options: ws_gateway::GatewayOptions,
 }
@@ -51,10 +51,10 @@ struct ServeArgs {
 struct TokenArgs {
     /// The contest.
     #[arg(long)]
-    contest: leaderboard::ContestId,
+    contest: leaderboard_core::ContestId,
     /// The entry.
     #[arg(long)]
-    entry: leaderboard::EntryId,
+    entry: leaderboard_core::EntryId,
     /// The node's secret.
     #[arg(long = "token-secret", env = "WS_TOKEN_SECRET", hide_env_values = true)]
     secret: String,

@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use leaderboard::metrics::REGISTRY;
+use leaderboard_service::metrics::REGISTRY;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
@@ -154,3 +154,25 @@ pub fn init() {
         &*FANOUT_SECONDS,
     );
 }
+
+/// Values read back from Redis that failed validation (not served, logged).
+pub static CORRUPT_READS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "ws_corrupt_reads_total",
+            "Hot-state values that failed validation when read",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Room refreshes that panicked (the room is retried on its next notice).
+pub static REFRESH_PANICS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "ws_refresh_panics_total",
+            "Room refreshes that panicked and were reset",
+        )
+        .expect("valid metric"),
+    )
+});

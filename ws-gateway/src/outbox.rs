@@ -15,8 +15,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use leaderboard::domain::points::TeamPoints;
-use leaderboard::ContestId;
+use leaderboard_core::points::TeamPoints;
+use leaderboard_core::ContestId;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 

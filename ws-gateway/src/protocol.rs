@@ -5,8 +5,8 @@
 //! failure carries a stable `code` for the error frame.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use leaderboard::domain::points::TeamPoints;
-use leaderboard::{ContestId, EntryId};
+use leaderboard_core::points::TeamPoints;
+use leaderboard_core::{ContestId, EntryId};
 use serde::{Deserialize, Serialize};
 
 /// Largest `top` a client may ask for.

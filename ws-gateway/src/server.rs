@@ -20,8 +20,8 @@ use axum::Router;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use leaderboard::service::admin::{self, ReadyCheck};
-use leaderboard::service::http;
+use leaderboard_service::admin::{self, ReadyCheck};
+use leaderboard_service::http;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -146,7 +146,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     metrics::init();
-    let connection = leaderboard::hot::connect(redis_url)
+    let connection = leaderboard_hot::connect(redis_url)
         .await
         .with_context(|| format!("cannot connect to Redis at {redis_url}"))?;
     let (channels, channel_changes) = mpsc::unbounded_channel();
@@ -164,8 +164,11 @@ pub async fn run(
         sessions_stop.clone(),
     ));
     let routes = web::router().merge(admin::router(
-        leaderboard::metrics::REGISTRY.clone(),
-        vec![ReadyCheck::redis(redis_url)?],
+        leaderboard_service::metrics::REGISTRY.clone(),
+        vec![ReadyCheck::new(
+            "redis",
+            leaderboard_hot::pinger(redis_url)?,
+        )],
     ));
     let gateway = Arc::new(Gateway {
         context: Arc::new(SessionContext {
@@ -232,7 +235,7 @@ async fn serve(
 ) -> std::io::Result<()> {
     if threads > 1 {
         let serve = move |stream, _peer, shutdown| connection(gateway.clone(), stream, shutdown);
-        return leaderboard::service::http::serve_per_thread(listener, threads, shutdown, serve)
+        return leaderboard_service::http::serve_per_thread(listener, threads, shutdown, serve)
             .await;
     }
     let mut connections = tokio::task::JoinSet::new();

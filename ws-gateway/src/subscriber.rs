@@ -6,11 +6,10 @@
 //! subscribes every open room again and resynchronizes them, since notices
 //! may have been missed in the gap.
 
-use std::time::Duration;
-
 use futures::StreamExt;
-use leaderboard::hot::{self, ContestChanged};
-use leaderboard::ContestId;
+use leaderboard_core::ContestId;
+use leaderboard_hot::{self as hot, ContestChanged};
+use leaderboard_service::backoff::Backoff;
 use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,12 +24,12 @@ pub async fn run(
     mut channels: mpsc::UnboundedReceiver<Channel>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::reconnect();
     let mut first = true;
     loop {
         match connect(&redis_url, &hub).await {
             Ok((mut sink, mut messages)) => {
-                delay = Duration::from_millis(100);
+                backoff.reset();
                 if !first {
                     metrics::REDIS_RECONNECTS.inc();
                     tracing::info!("pub/sub connection back; resynchronizing every contest");
@@ -59,13 +58,9 @@ pub async fn run(
             }
             Err(error) => tracing::warn!(%error, "cannot reach Redis for pub/sub, retrying"),
         }
-        let jitter =
-            Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay + jitter) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -15,13 +15,16 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::ids::{ContestId, EntryId, MatchId};
-use crate::domain::points::{PlayerPoints, TeamPoints};
-use crate::domain::team::Team;
-use crate::hot::{self, HotPage, RankedEntry};
+use leaderboard_core::ids::{ContestId, EntryId, MatchId};
+use leaderboard_core::points::TeamPoints;
+use leaderboard_core::store::RankRow;
+use leaderboard_hot::{self as hot, HotPage, RankedEntry};
+use leaderboard_service::backoff::Backoff;
+use leaderboard_store::SharedStore;
+
+pub use leaderboard_hot::{ContestSnapshot, EntryTeam, ReadError, Source, TeamCache};
+
 use crate::metrics;
-use crate::store::embedded::EmbeddedStore;
-use crate::store::{DurableStore, RankRow, RankSnapshotInfo};
 
 static ROUND_TRIP_RANK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -35,108 +38,6 @@ static ROUND_TRIP_RANK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock
         ",
     )
 });
-
-/// A contest as one consistent read: the version, the histogram and the
-/// squad player points the histogram was computed from.
-#[derive(Debug, Clone)]
-pub struct ContestSnapshot {
-    pub contest_id: ContestId,
-    pub match_id: String,
-    pub version: u64,
-    pub ranks_version: u64,
-    pub total: u64,
-    pub player_points: Vec<PlayerPoints>,
-    /// Distinct points, highest first, with how many entries score more.
-    buckets: Vec<(TeamPoints, u64)>,
-    /// Where the contest is read from.
-    pub source: Source,
-}
-
-/// Where a contest's answers come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The live hot state in Redis.
-    Hot,
-    /// The durable store's latest rank snapshot: the contest is not in Redis.
-    Stored(RankSnapshotInfo),
-}
-
-impl ContestSnapshot {
-    /// Builds a snapshot from the contest's meta hash and histogram hash.
-    pub fn from_parts(
-        contest_id: &ContestId,
-        meta: &std::collections::HashMap<String, String>,
-        histogram: Vec<(i64, u64)>,
-    ) -> Result<ContestSnapshot, ReadError> {
-        if meta.is_empty() {
-            return Err(ReadError::NotFound(format!(
-                "contest `{contest_id}` is unknown"
-            )));
-        }
-        let number = |field: &str| meta.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let player_points: Vec<i32> = meta
-            .get("players")
-            .map(|json| serde_json::from_str(json))
-            .transpose()
-            .map_err(|error| ReadError::Backend(format!("contest meta is corrupt: {error}")))?
-            .unwrap_or_default();
-        let mut histogram: Vec<(TeamPoints, u64)> = histogram
-            .into_iter()
-            .map(|(halves, count)| (TeamPoints(halves), count))
-            .collect();
-        histogram.sort_by_key(|bucket| std::cmp::Reverse(bucket.0));
-        let mut above = 0;
-        let buckets = histogram
-            .into_iter()
-            .map(|(points, count)| {
-                let bucket = (points, above);
-                above += count;
-                bucket
-            })
-            .collect();
-        Ok(ContestSnapshot {
-            contest_id: contest_id.clone(),
-            match_id: meta.get("match_id").cloned().unwrap_or_default(),
-            version: number("version"),
-            ranks_version: number("ranks_version"),
-            total: number("total"),
-            player_points: player_points.into_iter().map(PlayerPoints).collect(),
-            buckets,
-            source: Source::Hot,
-        })
-    }
-
-    /// A contest answered from a stored rank snapshot.
-    pub fn stored(info: RankSnapshotInfo) -> ContestSnapshot {
-        ContestSnapshot {
-            contest_id: info.contest_id.clone(),
-            match_id: info.match_id.to_string(),
-            version: info.version,
-            ranks_version: info.version,
-            total: info.total,
-            player_points: Vec::new(),
-            buckets: Vec::new(),
-            source: Source::Stored(info),
-        }
-    }
-
-    /// The stored snapshot this contest is read from, if it is not in Redis.
-    pub fn stored_info(&self) -> Option<&RankSnapshotInfo> {
-        match &self.source {
-            Source::Hot => None,
-            Source::Stored(info) => Some(info),
-        }
-    }
-
-    /// 1 + entries with strictly more points, by binary search: O(log distinct).
-    pub fn rank_of(&self, points: TeamPoints) -> u64 {
-        let strictly_above = self.buckets.partition_point(|(bucket, _)| *bucket > points);
-        match self.buckets.get(strictly_above) {
-            Some((_, above)) => above + 1,
-            None => self.total + 1,
-        }
-    }
-}
 
 /// A page serialized once, in the contract's leaderboard shape, served as bytes.
 #[derive(Debug, Clone)]
@@ -162,60 +63,12 @@ impl RenderedPage {
     }
 }
 
-/// An entry's owner and team; teams never change, so they are cached for good.
-#[derive(Debug, Clone)]
-pub struct EntryTeam {
-    pub user_id: String,
-    pub team: Team,
-}
-
-/// The key of an entry's team in the node cache: a 128-bit fingerprint of
-/// `(contest, entry)` from two independently seeded hashes. A lookup then
-/// compares two integers in the table instead of following two string
-/// pointers (each a likely cache miss among millions of entries); two
-/// different entries sharing a fingerprint is a 1-in-2^128-scale event.
-#[derive(Debug, Clone)]
-struct EntryFingerprint {
-    high: foldhash::fast::RandomState,
-    low: foldhash::fast::RandomState,
-}
-
-impl EntryFingerprint {
-    fn new() -> EntryFingerprint {
-        EntryFingerprint {
-            high: foldhash::fast::RandomState::default(),
-            low: foldhash::fast::RandomState::default(),
-        }
-    }
-
-    fn of(&self, contest: &ContestId, entry: &EntryId) -> u128 {
-        use std::hash::BuildHasher;
-        let pair = (contest.as_str(), entry.as_str());
-        (u128::from(self.high.hash_one(pair)) << 64) | u128::from(self.low.hash_one(pair))
-    }
-}
-
 /// A match's live player points.
 #[derive(Debug, Clone, Serialize)]
 pub struct MatchPlayers {
     pub match_id: String,
     pub version: u64,
     pub players: std::collections::BTreeMap<String, i64>,
-}
-
-/// Why a read failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ReadError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("the hot store failed: {0}")]
-    Backend(String),
-}
-
-impl From<redis::RedisError> for ReadError {
-    fn from(error: redis::RedisError) -> ReadError {
-        ReadError::Backend(error.to_string())
-    }
 }
 
 /// The node's cache in front of Redis.
@@ -226,15 +79,14 @@ pub struct NodeCache {
     /// Entry teams never change and are read on every my-rank request, so
     /// they live in `quick_cache` (a sharded map with S3-FIFO eviction, no
     /// per-read bookkeeping queue), keyed by a fingerprint of the ids.
-    entries: Arc<quick_cache::sync::Cache<u128, Arc<EntryTeam>>>,
-    fingerprint: EntryFingerprint,
+    entries: TeamCache,
     /// (contest, ranks version, from the store, offset, limit)
     pages: Cache<(ContestId, u64, bool, usize, usize), Arc<RenderedPage>>,
     positions: Cache<(ContestId, u64, EntryId), u64>,
     /// Rows of stored rank snapshots: (position, row) by (contest, version, entry).
     stored_rows: Cache<(ContestId, u64, EntryId), Arc<(u64, RankRow)>>,
     /// The durable store, for contests no longer in Redis.
-    store: Option<EmbeddedStore>,
+    store: Option<SharedStore>,
     matches: Cache<MatchId, Arc<MatchPlayers>>,
     backend_reads: Arc<AtomicU64>,
 }
@@ -251,13 +103,12 @@ impl NodeCache {
     /// `max_staleness` bounds how long a snapshot lives should a notice be lost.
     pub fn new(connection: ConnectionManager, max_staleness: Duration) -> NodeCache {
         NodeCache {
-            connection,
+            connection: connection.clone(),
             contests: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(max_staleness)
                 .build(),
-            entries: Arc::new(quick_cache::sync::Cache::new(5_000_000)),
-            fingerprint: EntryFingerprint::new(),
+            entries: TeamCache::new(connection.clone(), 5_000_000),
             pages: Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(Duration::from_secs(60))
@@ -281,7 +132,7 @@ impl NodeCache {
 
     /// Answers contests that are not in Redis from the store's latest rank
     /// snapshot.
-    pub fn with_store(mut self, store: EmbeddedStore) -> NodeCache {
+    pub fn with_store(mut self, store: SharedStore) -> NodeCache {
         self.store = Some(store);
         self
     }
@@ -378,29 +229,8 @@ impl NodeCache {
         contest_id: &ContestId,
         entry_id: &EntryId,
     ) -> Result<Arc<EntryTeam>, ReadError> {
-        let key = self.fingerprint.of(contest_id, entry_id);
-        if let Some(hit) = self.entries.get(&key) {
-            return Ok(hit);
-        }
         self.entries
-            .get_or_insert_async(&key, async {
-                self.count_read("entry");
-                let mut connection = self.connection.clone();
-                let (user, team): (Option<String>, Option<String>) = redis::pipe()
-                    .hget(hot::contest_users_key(contest_id), entry_id.as_str())
-                    .hget(hot::contest_teams_key(contest_id), entry_id.as_str())
-                    .query_async(&mut connection)
-                    .await?;
-                let (Some(user_id), Some(team)) = (user, team) else {
-                    return Err(ReadError::NotFound(format!(
-                        "entry `{entry_id}` is not in contest `{contest_id}`"
-                    )));
-                };
-                let team = hot::decode_team(&team).ok_or_else(|| {
-                    ReadError::Backend(format!("team of entry `{entry_id}` is corrupt"))
-                })?;
-                Ok(Arc::new(EntryTeam { user_id, team }))
-            })
+            .get(contest_id, entry_id, || self.count_read("entry"))
             .await
     }
 
@@ -618,7 +448,7 @@ impl NodeCache {
 /// reconnecting with backoff and jitter; after a gap every snapshot is dropped,
 /// since notices may have been missed.
 pub async fn follow_notices(cache: NodeCache, redis_url: String, shutdown: CancellationToken) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::reconnect();
     loop {
         let connected = async {
             let client = redis::Client::open(redis_url.as_str())?;
@@ -628,7 +458,7 @@ pub async fn follow_notices(cache: NodeCache, redis_url: String, shutdown: Cance
         };
         match connected.await {
             Ok(mut pubsub) => {
-                delay = Duration::from_millis(100);
+                backoff.reset();
                 cache.invalidate_all();
                 tracing::info!("following contest and match notices");
                 let mut messages = pubsub.on_message();
@@ -646,12 +476,8 @@ pub async fn follow_notices(cache: NodeCache, redis_url: String, shutdown: Cance
             Err(error) => tracing::warn!(%error, "cannot follow notices, retrying"),
         }
         cache.invalidate_all();
-        let jitter =
-            Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay + jitter) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

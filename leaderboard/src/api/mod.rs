@@ -18,11 +18,11 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::domain::ids::{ContestId, EntryId, MatchId};
-use crate::domain::points::TeamPoints;
-use crate::hot::RankedEntry;
 use crate::metrics;
 use cache::{NodeCache, ReadError};
+use leaderboard_core::ids::{ContestId, EntryId, MatchId};
+use leaderboard_core::points::TeamPoints;
+use leaderboard_hot::RankedEntry;
 
 /// Largest `limit` of a leaderboard page.
 pub const MAX_LIMIT: usize = 200;
@@ -54,6 +54,14 @@ impl From<ReadError> for ApiError {
             },
             ReadError::Backend(message) => {
                 tracing::warn!(%message, "read failed");
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: "the leaderboard store is unavailable, retry shortly".into(),
+                }
+            }
+            ReadError::Corrupt(message) => {
+                metrics::CORRUPT_READS.inc();
+                tracing::error!(%message, "corrupt hot state read, not served");
                 ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     message: "the leaderboard store is unavailable, retry shortly".into(),
@@ -152,8 +160,8 @@ pub struct SnapshotOrigin {
     pub computed_at_ms: u64,
 }
 
-impl From<&crate::store::RankSnapshotInfo> for SnapshotOrigin {
-    fn from(info: &crate::store::RankSnapshotInfo) -> SnapshotOrigin {
+impl From<&leaderboard_core::store::RankSnapshotInfo> for SnapshotOrigin {
+    fn from(info: &leaderboard_core::store::RankSnapshotInfo) -> SnapshotOrigin {
         SnapshotOrigin {
             source: info.source.clone(),
             computed_at_ms: info.computed_at_ms,
@@ -313,14 +321,14 @@ pub async fn entry_rank(
         ));
     }
     let team = state.cache.entry(&contest, &entry).await?;
-    let points = team.team.points(&snapshot.player_points);
+    let (points, rank) = snapshot.score(entry.as_str(), &team.team)?;
     Ok(json_response(
         Route::Entry,
         &EntryRank {
             contest_id: contest.to_string(),
             entry_id: entry.to_string(),
             user_id: team.user_id.clone(),
-            rank: snapshot.rank_of(points),
+            rank,
             points,
             total: snapshot.total,
             version: snapshot.version,

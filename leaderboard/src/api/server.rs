@@ -19,12 +19,11 @@ use tower::ServiceExt;
 use super::cache::{follow_notices, NodeCache};
 use super::ratelimit::{self, RateLimit};
 use super::{router, ApiState};
-use crate::hot;
 use crate::metrics;
-use crate::service::admin::{self, ReadyCheck};
-use crate::service::http;
-use crate::store::embedded::EmbeddedStore;
-use crate::store::{open_embedded, DurableStore};
+use leaderboard_hot as hot;
+use leaderboard_service::admin::{self, ReadyCheck};
+use leaderboard_service::http;
+use leaderboard_store::SharedStore;
 
 /// Tuning of the read API.
 #[derive(Debug, Clone, clap::Args)]
@@ -171,11 +170,11 @@ impl<'a> HotRoute<'a> {
 pub fn app(
     cache: NodeCache,
     redis_url: &str,
-    store: Option<EmbeddedStore>,
+    store: Option<SharedStore>,
     options: &ServeOptions,
 ) -> anyhow::Result<App> {
     let checks = vec![
-        ReadyCheck::redis(redis_url)?,
+        ReadyCheck::new("redis", hot::pinger(redis_url)?),
         ReadyCheck::new("store", move || {
             let store = store.clone();
             async move {
@@ -220,8 +219,8 @@ pub async fn run(
     let connection = hot::connect(redis_url)
         .await
         .with_context(|| format!("cannot connect to Redis at {redis_url}"))?;
-    let store =
-        open_embedded(store).with_context(|| format!("cannot open the durable store `{store}`"))?;
+    let store = leaderboard_store::open(store)
+        .with_context(|| format!("cannot open the durable store `{store}`"))?;
     let cache = NodeCache::new(connection, Duration::from_millis(options.max_staleness_ms))
         .with_store(store.clone());
     let follower = tokio::spawn(follow_notices(

@@ -1,0 +1,290 @@
+//! The contest read model the read API and the gateway share: a contest's
+//! version, histogram and squad points as one consistent read
+//! ([`ContestSnapshot`]), entry teams kept per node ([`TeamCache`]), and why a
+//! read failed ([`ReadError`]). Everything read back from Redis is validated
+//! like input: a corrupt value is an error that names the key, never a panic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+
+use leaderboard_core::ids::{ContestId, EntryId};
+use leaderboard_core::points::{PlayerPoints, TeamPoints};
+use leaderboard_core::store::RankSnapshotInfo;
+use leaderboard_core::team::Team;
+
+use crate::keys::{contest_teams_key, contest_users_key, decode_team};
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the hot store failed: {0}")]
+    Backend(String),
+    /// A value in Redis that no writer of ours produces: reported, counted,
+    /// and answered as unavailable, never trusted.
+    #[error("corrupt hot state: {0}")]
+    Corrupt(String),
+}
+
+impl ReadError {
+    pub fn corrupt(contest: &ContestId, what: impl std::fmt::Display) -> ReadError {
+        ReadError::Corrupt(format!("contest `{contest}`: {what}"))
+    }
+}
+
+impl From<redis::RedisError> for ReadError {
+    fn from(error: redis::RedisError) -> ReadError {
+        ReadError::Backend(error.to_string())
+    }
+}
+
+/// A contest's meta hash, validated: every number a number, every id an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContestMeta {
+    pub match_id: String,
+    pub version: u64,
+    pub ranks_version: u64,
+    pub total: u64,
+    pub player_points: Vec<PlayerPoints>,
+}
+
+impl ContestMeta {
+    /// Parses the meta hash of `contest`; an empty hash is an unknown contest.
+    pub fn parse(
+        contest: &ContestId,
+        meta: &HashMap<String, String>,
+    ) -> Result<ContestMeta, ReadError> {
+        if meta.is_empty() {
+            return Err(ReadError::NotFound(format!(
+                "contest `{contest}` is unknown"
+            )));
+        }
+        let number = |field: &str| -> Result<u64, ReadError> {
+            match meta.get(field) {
+                None => Ok(0),
+                Some(text) => text.parse().map_err(|_| {
+                    ReadError::corrupt(contest, format!("meta `{field}` is `{text}`, not a count"))
+                }),
+            }
+        };
+        let match_id = meta
+            .get("match_id")
+            .ok_or_else(|| ReadError::corrupt(contest, "meta has no `match_id`"))?;
+        leaderboard_core::ids::MatchId::parse(match_id)
+            .map_err(|error| ReadError::corrupt(contest, format!("meta `match_id`: {error}")))?;
+        let player_points: Vec<i32> = match meta.get("players") {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str(json).map_err(|error| {
+                ReadError::corrupt(
+                    contest,
+                    format!("meta `players` is not a list of points: {error}"),
+                )
+            })?,
+        };
+        Ok(ContestMeta {
+            match_id: match_id.clone(),
+            version: number("version")?,
+            ranks_version: number("ranks_version")?,
+            total: number("total")?,
+            player_points: player_points.into_iter().map(PlayerPoints).collect(),
+        })
+    }
+}
+
+/// A contest as one consistent read: the version, the histogram and the
+/// squad player points the histogram was computed from.
+#[derive(Debug, Clone)]
+pub struct ContestSnapshot {
+    pub contest_id: ContestId,
+    pub match_id: String,
+    pub version: u64,
+    pub ranks_version: u64,
+    pub total: u64,
+    pub player_points: Vec<PlayerPoints>,
+    /// Distinct points, highest first, with how many entries score more.
+    buckets: Vec<(TeamPoints, u64)>,
+    /// Where the contest is read from.
+    pub source: Source,
+}
+
+/// Where a contest's answers come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The live hot state in Redis.
+    Hot,
+    /// The durable store's latest rank snapshot: the contest is not in Redis.
+    Stored(RankSnapshotInfo),
+}
+
+impl ContestSnapshot {
+    /// Builds a snapshot from the contest's meta hash and histogram hash,
+    /// validating the meta.
+    pub fn from_parts(
+        contest_id: &ContestId,
+        meta: &HashMap<String, String>,
+        histogram: Vec<(i64, u64)>,
+    ) -> Result<ContestSnapshot, ReadError> {
+        let meta = ContestMeta::parse(contest_id, meta)?;
+        let mut histogram: Vec<(TeamPoints, u64)> = histogram
+            .into_iter()
+            .map(|(halves, count)| (TeamPoints(halves), count))
+            .collect();
+        histogram.sort_by_key(|bucket| std::cmp::Reverse(bucket.0));
+        let mut above = 0_u64;
+        let buckets = histogram
+            .into_iter()
+            .map(|(points, count)| {
+                let bucket = (points, above);
+                above = above.saturating_add(count);
+                bucket
+            })
+            .collect();
+        Ok(ContestSnapshot {
+            contest_id: contest_id.clone(),
+            match_id: meta.match_id,
+            version: meta.version,
+            ranks_version: meta.ranks_version,
+            total: meta.total,
+            player_points: meta.player_points,
+            buckets,
+            source: Source::Hot,
+        })
+    }
+
+    /// A contest answered from a stored rank snapshot.
+    pub fn stored(info: RankSnapshotInfo) -> ContestSnapshot {
+        ContestSnapshot {
+            contest_id: info.contest_id.clone(),
+            match_id: info.match_id.to_string(),
+            version: info.version,
+            ranks_version: info.version,
+            total: info.total,
+            player_points: Vec::new(),
+            buckets: Vec::new(),
+            source: Source::Stored(info),
+        }
+    }
+
+    /// The stored snapshot this contest is read from, if it is not in Redis.
+    pub fn stored_info(&self) -> Option<&RankSnapshotInfo> {
+        match &self.source {
+            Source::Hot => None,
+            Source::Stored(info) => Some(info),
+        }
+    }
+
+    /// 1 + entries with strictly more points, by binary search: O(log distinct).
+    pub fn rank_of(&self, points: TeamPoints) -> u64 {
+        let strictly_above = self.buckets.partition_point(|(bucket, _)| *bucket > points);
+        match self.buckets.get(strictly_above) {
+            Some((_, above)) => above + 1,
+            None => self.total + 1,
+        }
+    }
+
+    /// An entry's points and rank from its team, or a corrupt-state error
+    /// when the team names a player outside this contest's squad.
+    pub fn score(&self, entry_id: &str, team: &Team) -> Result<(TeamPoints, u64), ReadError> {
+        let points = team.points_checked(&self.player_points).ok_or_else(|| {
+            ReadError::corrupt(
+                &self.contest_id,
+                format!(
+                    "the team of entry `{entry_id}` names a player outside the squad of {}",
+                    self.player_points.len()
+                ),
+            )
+        })?;
+        Ok((points, self.rank_of(points)))
+    }
+}
+
+/// An entry's owner and team; teams never change, so they are cached for good.
+#[derive(Debug, Clone)]
+pub struct EntryTeam {
+    pub user_id: String,
+    pub team: Team,
+}
+
+/// The key of an entry's team in the node cache: a 128-bit fingerprint of
+/// `(contest, entry)` from two independently seeded hashes. A lookup then
+/// compares two integers in the table instead of following two string
+/// pointers (each a likely cache miss among millions of entries); two
+/// different entries sharing a fingerprint is a 1-in-2^128-scale event.
+#[derive(Debug, Clone)]
+struct EntryFingerprint {
+    high: foldhash::fast::RandomState,
+    low: foldhash::fast::RandomState,
+}
+
+impl EntryFingerprint {
+    fn new() -> EntryFingerprint {
+        EntryFingerprint {
+            high: foldhash::fast::RandomState::default(),
+            low: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn of(&self, contest: &ContestId, entry: &EntryId) -> u128 {
+        use std::hash::BuildHasher;
+        let pair = (contest.as_str(), entry.as_str());
+        (u128::from(self.high.hash_one(pair)) << 64) | u128::from(self.low.hash_one(pair))
+    }
+}
+
+/// Entry teams a node keeps: read from Redis once, validated, kept for good
+/// (bounded, S3-FIFO eviction); concurrent misses for one entry share a read.
+#[derive(Debug, Clone)]
+pub struct TeamCache {
+    connection: ConnectionManager,
+    entries: Arc<quick_cache::sync::Cache<u128, Arc<EntryTeam>>>,
+    fingerprint: EntryFingerprint,
+}
+
+impl TeamCache {
+    pub fn new(connection: ConnectionManager, capacity: usize) -> TeamCache {
+        TeamCache {
+            connection,
+            entries: Arc::new(quick_cache::sync::Cache::new(capacity)),
+            fingerprint: EntryFingerprint::new(),
+        }
+    }
+
+    /// The entry's team; `on_miss` is called once per read from Redis.
+    pub async fn get(
+        &self,
+        contest_id: &ContestId,
+        entry_id: &EntryId,
+        on_miss: impl FnOnce(),
+    ) -> Result<Arc<EntryTeam>, ReadError> {
+        let key = self.fingerprint.of(contest_id, entry_id);
+        if let Some(hit) = self.entries.get(&key) {
+            return Ok(hit);
+        }
+        self.entries
+            .get_or_insert_async(&key, async {
+                on_miss();
+                let mut connection = self.connection.clone();
+                let (user, team): (Option<String>, Option<String>) = redis::pipe()
+                    .hget(contest_users_key(contest_id), entry_id.as_str())
+                    .hget(contest_teams_key(contest_id), entry_id.as_str())
+                    .query_async(&mut connection)
+                    .await?;
+                let (Some(user_id), Some(team)) = (user, team) else {
+                    return Err(ReadError::NotFound(format!(
+                        "entry `{entry_id}` is not in contest `{contest_id}`"
+                    )));
+                };
+                let team = decode_team(&team).ok_or_else(|| {
+                    ReadError::corrupt(
+                        contest_id,
+                        format!("the team of entry `{entry_id}` is `{team}`"),
+                    )
+                })?;
+                Ok(Arc::new(EntryTeam { user_id, team }))
+            })
+            .await
+    }
+}

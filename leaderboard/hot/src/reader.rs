@@ -1,0 +1,176 @@
+//! Reads of the hot state: leaderboard pages and a contest's top rows, each
+//! in one atomic step, and a match's player points.
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisResult};
+use serde::Serialize;
+
+use leaderboard_core::ids::{ContestId, MatchId};
+use leaderboard_core::points::TeamPoints;
+use leaderboard_core::rank::CompetitionRanks;
+
+use crate::keys::*;
+use crate::read_model::{ContestMeta, ReadError};
+
+/// One row of a leaderboard page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RankedEntry {
+    pub rank: u64,
+    pub entry_id: String,
+    pub user_id: String,
+    pub points: TeamPoints,
+}
+
+/// A page of a contest from the hot state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HotPage {
+    pub contest_id: String,
+    pub match_id: String,
+    pub version: u64,
+    /// The version the rows were ranked at (read with them, in one transaction).
+    pub ranks_version: u64,
+    pub total: u64,
+    pub entries: Vec<RankedEntry>,
+}
+
+/// A page in one atomic step: meta, rows with scores, the count strictly
+/// above the first row's score, and the rows' users.
+static READ_PAGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local meta = redis.call('HGETALL', KEYS[1])
+        if #meta == 0 then return {{}, {}, 0, {}} end
+        local rows = redis.call('ZREVRANGE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES')
+        if #rows == 0 then return {meta, rows, 0, {}} end
+        local above = redis.call('ZCOUNT', KEYS[2], '(' .. rows[2], '+inf')
+        local ids = {}
+        for i = 1, #rows, 2 do ids[#ids + 1] = rows[i] end
+        return {meta, rows, above, redis.call('HMGET', KEYS[3], unpack(ids))}
+        ",
+    )
+});
+
+/// What [`READ_PAGE`] answers: meta, rows with scores, entries above the
+/// first row, the rows' users.
+type PageRead = (
+    std::collections::HashMap<String, String>,
+    Vec<(String, f64)>,
+    u64,
+    Vec<Option<String>>,
+);
+
+/// Reads a page of the sorted set with competition ranks.
+pub async fn read_page(
+    connection: &mut ConnectionManager,
+    contest: &ContestId,
+    offset: usize,
+    limit: usize,
+) -> Result<Option<HotPage>, ReadError> {
+    let (start, stop) = if limit == 0 {
+        (1, 0)
+    } else {
+        (offset as isize, (offset + limit - 1) as isize)
+    };
+    // One script, so one atomic read: the rows, the rank of the first one
+    // (entries strictly above its points), their users and the
+    // `ranks_version` all belong to the same state.
+    let (meta, rows, above, users): PageRead = READ_PAGE
+        .key(contest_meta_key(contest))
+        .key(contest_ranks_key(contest))
+        .key(contest_users_key(contest))
+        .arg(start)
+        .arg(stop)
+        .invoke_async(connection)
+        .await?;
+    if meta.is_empty() {
+        return Ok(None);
+    }
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut ranks = CompetitionRanks::starting_at(offset as u64, above + 1);
+    for ((entry, score), user) in rows.iter().zip(users) {
+        let points = points_of_score(contest, entry, *score)?;
+        entries.push(RankedEntry {
+            rank: ranks.next(points),
+            entry_id: entry.clone(),
+            user_id: user.ok_or_else(|| {
+                ReadError::corrupt(contest, format!("entry `{entry}` has no owner"))
+            })?,
+            points,
+        });
+    }
+    let meta = ContestMeta::parse(contest, &meta)?;
+    Ok(Some(HotPage {
+        contest_id: contest.to_string(),
+        match_id: meta.match_id,
+        version: meta.version,
+        ranks_version: meta.ranks_version,
+        total: meta.total,
+        entries,
+    }))
+}
+
+/// A sorted-set score as team points: exact half-points, or the value is corrupt.
+pub fn points_of_score(
+    contest: &ContestId,
+    entry: &str,
+    score: f64,
+) -> Result<TeamPoints, ReadError> {
+    TeamPoints::from_f64_exact(score).ok_or_else(|| {
+        ReadError::corrupt(
+            contest,
+            format!("entry `{entry}` has score {score}, not a whole number of half-points"),
+        )
+    })
+}
+
+/// A contest's meta, histogram and top `top` rows (entry, score), read in
+/// one transaction so the rows belong to the version the meta names.
+pub type TopRead = (
+    std::collections::HashMap<String, String>,
+    Vec<(i64, u64)>,
+    Vec<(String, f64)>,
+);
+
+/// Reads [`TopRead`] and the owners of the top rows.
+pub async fn read_top(
+    connection: &mut ConnectionManager,
+    contest: &ContestId,
+    top: usize,
+) -> RedisResult<(TopRead, Vec<Option<String>>)> {
+    // ZREVRANGE 1 0 is empty: `top` 0 reads no rows.
+    let (start, stop) = if top == 0 {
+        (1, 0)
+    } else {
+        (0, top as isize - 1)
+    };
+    let (meta, histogram, rows): TopRead = redis::pipe()
+        .atomic()
+        .hgetall(contest_meta_key(contest))
+        .hgetall(contest_histogram_key(contest))
+        .zrevrange_withscores(contest_ranks_key(contest), start, stop)
+        .query_async(connection)
+        .await?;
+    let users: Vec<Option<String>> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        // Owners never change: read outside the transaction.
+        let ids: Vec<&str> = rows.iter().map(|(e, _)| e.as_str()).collect();
+        redis::cmd("HMGET")
+            .arg(contest_users_key(contest))
+            .arg(&ids)
+            .query_async(connection)
+            .await?
+    };
+    Ok(((meta, histogram, rows), users))
+}
+
+/// A match's live player points and version.
+pub async fn read_match_points(
+    connection: &mut ConnectionManager,
+    match_id: &MatchId,
+) -> RedisResult<(u64, std::collections::BTreeMap<String, i64>)> {
+    let points: std::collections::BTreeMap<String, i64> =
+        connection.hgetall(match_points_key(match_id)).await?;
+    let version: Option<u64> = connection.hget(match_meta_key(match_id), "version").await?;
+    Ok((version.unwrap_or(0), points))
+}

@@ -1,0 +1,136 @@
+//! The Redis hot-state writer and reader against a real `redis-server`: small
+//! and large contests, pages with competition ranks, notices after the data.
+
+use leaderboard_testkit as support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use leaderboard_core::rank::ranks_by_sort;
+use leaderboard_core::{ContestId, EntryId, MatchId, TeamPoints, UserId};
+use leaderboard_hot::{self as hot, ContestChanged, ContestUpdate, HotWriter};
+use rand::{Rng, SeedableRng};
+use support::Redis;
+
+fn contest_update(contest: &str, points: &[TeamPoints], version: u64) -> ContestUpdate {
+    let contest_id = ContestId::parse(contest).unwrap();
+    let ranks: Vec<(EntryId, TeamPoints)> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (EntryId::parse(&format!("e{i}")).unwrap(), *p))
+        .collect();
+    let mut histogram = std::collections::BTreeMap::new();
+    for p in points {
+        *histogram.entry(*p).or_insert(0_u64) += 1;
+    }
+    ContestUpdate {
+        contest_id,
+        match_id: MatchId::parse("m1").unwrap(),
+        name: "Mega".into(),
+        version,
+        total: points.len() as u64,
+        users: ranks
+            .iter()
+            .map(|(e, _)| (e.clone(), UserId::parse(&format!("u-{e}")).unwrap()))
+            .collect(),
+        ranks,
+        histogram: histogram.into_iter().collect(),
+        teams: Vec::new(),
+        squad: Vec::new(),
+        player_points: Vec::new(),
+        full: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_carry_competition_ranks_in_small_and_large_mode() {
+    let redis = Redis::start();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    // Many ties and halves.
+    let points: Vec<TeamPoints> = (0..5_000)
+        .map(|_| TeamPoints(rng.random_range(0..300)))
+        .collect();
+    let expected = ranks_by_sort(&points);
+    for (contest, large_from) in [("small", usize::MAX), ("large", 1)] {
+        let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), large_from);
+        let update = contest_update(contest, &points, 7);
+        writer.write(&[], &[update]).await.unwrap();
+        let contest_id = ContestId::parse(contest).unwrap();
+        let mut connection = writer.connection();
+        let mut seen = 0;
+        for offset in (0..points.len()).step_by(200) {
+            let page = hot::read_page(&mut connection, &contest_id, offset, 200)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((page.version, page.total), (7, 5_000));
+            for row in &page.entries {
+                let index: usize = row.entry_id[1..].parse().unwrap();
+                assert_eq!(row.points, points[index], "{contest} {}", row.entry_id);
+                assert_eq!(
+                    row.rank,
+                    u64::from(expected[index]),
+                    "{contest} {}",
+                    row.entry_id
+                );
+                assert_eq!(row.user_id, format!("u-{}", row.entry_id));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, points.len());
+        assert!(
+            hot::read_page(&mut connection, &ContestId::parse("nope").unwrap(), 0, 10)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_notice_follows_the_data_and_the_marker_detects_a_flush() {
+    let redis = Redis::start();
+    let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), usize::MAX);
+    let contest_id = ContestId::parse("c1").unwrap();
+    let mut subscriber = redis.client().get_async_pubsub().await.unwrap();
+    subscriber
+        .subscribe(hot::contest_channel(&contest_id))
+        .await
+        .unwrap();
+
+    assert!(
+        !writer.still_alive().await.unwrap(),
+        "a fresh Redis has no marker"
+    );
+    assert!(writer.still_alive().await.unwrap());
+    writer
+        .write(
+            &[],
+            &[contest_update("c1", &[TeamPoints(3), TeamPoints(5)], 1)],
+        )
+        .await
+        .unwrap();
+
+    let mut messages = subscriber.on_message();
+    let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let notice: ContestChanged =
+        serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
+    assert_eq!((notice.version, notice.total), (1, 2));
+    // The data was there before the notice went out.
+    let mut connection = writer.connection();
+    let page = hot::read_page(&mut connection, &contest_id, 0, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.version, notice.version);
+    assert_eq!(page.entries[0].points, TeamPoints(5));
+
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(!writer.still_alive().await.unwrap(), "the flush is noticed");
+}

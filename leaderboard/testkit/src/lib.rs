@@ -1,0 +1,370 @@
+//! The tests' harness, shared by every crate's integration tests: a real
+//! `redis-server` and a real Kafka-protocol broker (tansu) on free loopback
+//! ports, `ingest run` as a real process, the read API in-process, and the
+//! hot-state [`fixture`]. Every process is killed when its handle drops.
+#![allow(missing_debug_implementations)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub mod fixture;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port} within 30 s");
+}
+
+/// A binary of this workspace, built beside the test that runs
+/// (`target/<profile>/<name>`): `cargo test --workspace` builds every one.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test knows its path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let binary = profile_dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is not built: run the tests with `cargo test --workspace` (or `cargo build --bin {name}` first)",
+        binary.display()
+    );
+    binary
+}
+
+fn find_binary(name: &str, env: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return path.into();
+    }
+    let home_bin = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"))
+        .join("bin")
+        .join(name);
+    if home_bin.exists() {
+        return home_bin;
+    }
+    PathBuf::from(name)
+}
+
+/// A throwaway `redis-server` that keeps nothing on disk.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Redis::spawn(port, dir.path());
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        let mut child = Command::new(find_binary("redis-server", "REDIS_SERVER_BIN"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        wait_for_port(port, "redis-server", &mut child);
+        child
+    }
+
+    /// Kills the server (an outage: every key is lost).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts an empty server again on the same port.
+    pub fn restart(&mut self) {
+        self.child = Redis::spawn(self.port, self._dir.path());
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tansu broker with in-memory storage.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let mut child = Command::new(find_binary("tansu", "TANSU_BIN"))
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tansu runs (scripts/test installs it)");
+        wait_for_port(port, "tansu", &mut child);
+        Broker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ingest run` as a child process, with its store in `store_dir`.
+pub struct Ingest {
+    child: Child,
+    pub admin_port: u16,
+}
+
+impl Ingest {
+    pub fn start(broker: &Broker, redis: &Redis, store_dir: &Path, extra: &[&str]) -> Ingest {
+        let admin_port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(store_dir.join("ingest.log"))
+            .unwrap();
+        let mut child = Command::new(workspace_binary("ingest"))
+            .arg("run")
+            .args(extra)
+            .env("KAFKA_BROKERS", broker.brokers())
+            .env("REDIS_URL", redis.url())
+            .env(
+                "STORE",
+                format!("file://{}", store_dir.join("store").display()),
+            )
+            .env("HTTP_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("KAFKA_GROUP", "ingest-test")
+            .env("RUST_LOG", "info")
+            .env_remove("RULES")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for_port(admin_port, "ingest run", &mut child);
+        Ingest { child, admin_port }
+    }
+
+    /// kill -9.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingest did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin_port, "/metrics")
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP GET on loopback; returns the body.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+/// The shared Cricsheet matches.
+pub fn ipl_dir() -> PathBuf {
+    match std::env::var("CRICSHEET_DIR") {
+        Ok(dir) if PathBuf::from(&dir).join("ipl").is_dir() => PathBuf::from(dir).join("ipl"),
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cricsheet/ipl")
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass.
+pub fn wait_until(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {seconds} s waiting for {what}");
+}
+
+/// One HTTP/1.1 GET on loopback: (status, headers in lower case, body).
+pub fn http(port: u16, path: &str) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("")[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+/// `leaderboard serve`'s application on a free port, in this process:
+/// (port, its cache, the token that stops it). Returns once its notice
+/// follower has subscribed (Redis counts one more pattern subscription).
+pub async fn serve_api(
+    redis_url: &str,
+    store: Option<&Path>,
+    options: leaderboard::api::server::ServeOptions,
+) -> (
+    u16,
+    leaderboard::api::cache::NodeCache,
+    tokio_util::sync::CancellationToken,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let store =
+        store.map(|dir| leaderboard_store::open(&format!("file://{}", dir.display())).unwrap());
+    let mut cache = leaderboard::api::cache::NodeCache::new(
+        leaderboard_hot::connect(redis_url).await.unwrap(),
+        Duration::from_secs(60),
+    );
+    if let Some(store) = &store {
+        cache = cache.with_store(store.clone());
+    }
+    let subscribed_before = pattern_subscriptions(redis_url).await;
+    let follower = tokio::spawn(leaderboard::api::cache::follow_notices(
+        cache.clone(),
+        redis_url.to_owned(),
+        shutdown.clone(),
+    ));
+    let app = leaderboard::api::server::app(cache.clone(), redis_url, store, &options).unwrap();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        leaderboard::api::server::serve_http1(listener, app, stop).await;
+        let _ = follower.await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pattern_subscriptions(redis_url).await <= subscribed_before {
+        assert!(
+            Instant::now() < deadline,
+            "the API's notice follower did not subscribe within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (port, cache, shutdown)
+}
+
+/// `PUBSUB NUMPAT`: pattern subscriptions the server holds.
+pub async fn pattern_subscriptions(redis_url: &str) -> u64 {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("PUBSUB")
+        .arg("NUMPAT")
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}

@@ -1,0 +1,369 @@
+//! The HTTP read API against a real Redis filled by the real pipeline: ranks
+//! equal the domain core's brute force, the cache follows version notices,
+//! concurrent misses make one backend read, the rate limit answers 429, and
+//! every error path has its status and JSON body.
+
+use leaderboard_testkit as support;
+
+use leaderboard::api::server::ServeOptions;
+use leaderboard_core::{ContestId, MatchId, TeamPoints};
+use serde_json::Value;
+use support::fixture::{Fixture, ENTRIES};
+use support::{http, wait_until};
+
+async fn get(port: u16, path: &str) -> (u16, Vec<(String, String)>, Value) {
+    let path = path.to_owned();
+    let (status, headers, body) = tokio::task::spawn_blocking(move || http(port, &path))
+        .await
+        .unwrap();
+    let body = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    (status, headers, body)
+}
+
+fn points_of(value: &Value) -> TeamPoints {
+    TeamPoints::from_f64_exact(value.as_f64().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_equal_brute_force_ranks_with_many_ties() {
+    let fixture = Fixture::new().await;
+    let (port, _, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let expected = fixture.expected();
+    let distinct: std::collections::BTreeSet<_> = expected.iter().map(|(p, _)| *p).collect();
+    assert!(
+        distinct.len() < ENTRIES / 5,
+        "the fixture has many ties ({} distinct)",
+        distinct.len()
+    );
+
+    for (index, (points, rank)) in expected.iter().enumerate().step_by(7) {
+        let (status, _, body) = get(port, &format!("/v1/contests/c1/entries/e{index}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(points_of(&body["points"]), *points, "e{index}");
+        assert_eq!(body["rank"], *rank, "e{index}");
+        assert_eq!(body["total"], ENTRIES);
+        assert_eq!(body["user_id"], format!("u{}", index % 97));
+        assert_eq!(body["contest_id"], "c1");
+        assert!(body["version"].as_u64().unwrap() > 0);
+    }
+
+    let mut seen = 0;
+    for offset in (0..ENTRIES).step_by(200) {
+        let (status, _, body) = get(
+            port,
+            &format!("/v1/contests/c1/leaderboard?offset={offset}&limit=200"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["match_id"], "m1");
+        for row in body["entries"].as_array().unwrap() {
+            let index: usize = row["entry_id"].as_str().unwrap()[1..].parse().unwrap();
+            assert_eq!(row["rank"], expected[index].1, "rank of e{index}");
+            assert_eq!(points_of(&row["points"]), expected[index].0);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, ENTRIES);
+
+    let (status, _, body) = get(port, "/v1/contests/c1/entries/e10/around?radius=3").await;
+    assert_eq!(status, 200);
+    let rows = body["entries"].as_array().unwrap();
+    assert!(rows.len() <= 7 && rows.iter().any(|row| row["entry_id"] == "e10"));
+    for row in rows {
+        let index: usize = row["entry_id"].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(row["rank"], expected[index].1);
+    }
+    let (_, _, default_radius) = get(port, "/v1/contests/c1/entries/e10/around").await;
+    assert!(default_radius["entries"].as_array().unwrap().len() <= 11);
+
+    let (status, _, players) = get(port, "/v1/matches/m1/players").await;
+    assert_eq!(status, 200);
+    let scorer = fixture
+        .pipeline
+        .match_scorer(&MatchId::parse("m1").unwrap())
+        .unwrap();
+    for (name, points) in players["players"].as_object().unwrap() {
+        assert_eq!(
+            points.as_i64().unwrap(),
+            i64::from(scorer.points_of(name).0),
+            "{name}"
+        );
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_follows_version_notices() {
+    let mut fixture = Fixture::new().await;
+    let (port, cache, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let (_, _, before) = get(port, "/v1/contests/c1/entries/e1").await;
+    let reads = cache.backend_reads();
+    let (_, _, again) = get(port, "/v1/contests/c1/entries/e1").await;
+    assert_eq!(again, before);
+    assert_eq!(
+        cache.backend_reads(),
+        reads,
+        "a cached answer makes no backend read"
+    );
+
+    // e1's captain hits a six: its points move and so does the version.
+    let captain = fixture.entries[1].captain.clone();
+    fixture.next_ball(&captain, "b9", 6).await;
+    let expected = fixture.expected()[1];
+    wait_until(5, "the new version", || {
+        let body: Value =
+            serde_json::from_str(&http(port, "/v1/contests/c1/entries/e1").2).unwrap();
+        body["version"].as_u64() > before["version"].as_u64()
+    });
+    let (_, _, after) = get(port, "/v1/contests/c1/entries/e1").await;
+    assert_eq!(points_of(&after["points"]), expected.0);
+    assert_eq!(after["rank"], expected.1);
+    assert!(points_of(&after["points"]) > points_of(&before["points"]));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_misses_make_one_backend_read() {
+    let fixture = Fixture::new().await;
+    let (port, cache, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let contest = ContestId::parse("c1").unwrap();
+    let before = cache.backend_reads();
+    let lookups: Vec<_> = (0..64)
+        .map(|_| {
+            let cache = cache.clone();
+            let contest = contest.clone();
+            tokio::spawn(async move { cache.contest(&contest).await.unwrap().version })
+        })
+        .collect();
+    let versions: Vec<u64> = futures::future::join_all(lookups)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(versions.windows(2).all(|pair| pair[0] == pair[1]));
+    assert_eq!(
+        cache.backend_reads() - before,
+        1,
+        "64 concurrent misses, one read"
+    );
+
+    // The same through HTTP: 32 concurrent requests for one uncached entry.
+    let before = cache.backend_reads();
+    let requests: Vec<_> = (0..32)
+        .map(|_| tokio::task::spawn_blocking(move || http(port, "/v1/contests/c1/entries/e77").0))
+        .collect();
+    for status in futures::future::join_all(requests).await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    assert_eq!(
+        cache.backend_reads() - before,
+        1,
+        "one read of the entry's team"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let fixture = Fixture::new().await;
+    let options = ServeOptions {
+        rate_limit: 5,
+        rate_burst: 5,
+        ..ServeOptions::default()
+    };
+    let (port, _, shutdown) = fixture.serve(options).await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..12 {
+        let (status, headers, body) = get(port, "/v1/contests/c1/entries/e1").await;
+        statuses.push(status);
+        if status == 429 {
+            limited = Some((headers, body));
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    let (headers, body) = limited.expect("the sixth request is limited");
+    let retry_after: u64 = headers
+        .iter()
+        .find(|(n, _)| n == "retry-after")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert!(body["error"].as_str().unwrap().contains("rate limit"));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_path_has_its_status_and_json_body() {
+    let fixture = Fixture::new().await;
+    let (port, _, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let cases = [
+        ("/v1/contests/c%201/leaderboard", 400, "invalid contest id"),
+        (
+            "/v1/contests/c1/leaderboard?limit=0",
+            400,
+            "limit must be between 1 and 200, not 0",
+        ),
+        (
+            "/v1/contests/c1/leaderboard?limit=201",
+            400,
+            "limit must be between 1 and 200, not 201",
+        ),
+        (
+            "/v1/contests/c1/leaderboard?limit=x",
+            400,
+            "limit must be an integer, not `x`",
+        ),
+        (
+            "/v1/contests/c1/leaderboard?offset=-1",
+            400,
+            "offset must be an integer",
+        ),
+        (
+            "/v1/contests/c1/entries/e1/around?radius=51",
+            400,
+            "radius must be between 0 and 50, not 51",
+        ),
+        ("/v1/contests/c1/entries/e%24", 400, "invalid entry id"),
+        (
+            "/v1/contests/nope/leaderboard",
+            404,
+            "contest `nope` is unknown",
+        ),
+        (
+            "/v1/contests/nope/entries/e1",
+            404,
+            "contest `nope` is unknown",
+        ),
+        (
+            "/v1/contests/c1/entries/e999999",
+            404,
+            "entry `e999999` is not in contest `c1`",
+        ),
+        (
+            "/v1/contests/c1/entries/e999999/around",
+            404,
+            "entry `e999999` is not in contest `c1`",
+        ),
+        ("/v1/matches/zz/players", 404, "match `zz` is unknown"),
+        ("/v1/nothing/here", 404, "no such route"),
+    ];
+    for (path, status, message) in cases {
+        let (got, headers, body) = get(port, path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(message),
+            "{path}: {body}"
+        );
+        assert!(
+            headers
+                .iter()
+                .any(|(n, v)| n == "content-type" && v.starts_with("application/json")),
+            "{path}"
+        );
+    }
+    let (status, _, document) = get(port, "/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    for route in [
+        "/v1/contests/{contest}/leaderboard",
+        "/v1/contests/{contest}/entries/{entry}",
+        "/v1/contests/{contest}/entries/{entry}/around",
+        "/v1/matches/{match}/players",
+    ] {
+        assert!(
+            document["paths"].get(route).is_some(),
+            "{route} missing from the OpenAPI document"
+        );
+    }
+    let (status, _, ready) = get(port, "/readyz").await;
+    assert_eq!(status, 503, "no store: not ready");
+    assert!(ready["failing"]["store"].is_string(), "{ready}");
+    shutdown.cancel();
+}
+
+/// `leaderboard serve` as shipped: `run` with one event loop per thread,
+/// each connection handed to one of them; answers equal the single-loop
+/// server's, and a shutdown lets it return.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_thread_event_loops_answer_the_same_and_shut_down() {
+    let fixture = Fixture::new().await;
+    let (single, _, single_stop) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let store = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (redis_url, store_uri) = (
+        fixture.redis.url(),
+        format!("file://{}", store.path().display()),
+    );
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let options = ServeOptions {
+            rate_limit: 0,
+            http_threads: 3,
+            ..ServeOptions::default()
+        };
+        leaderboard::api::server::run(listener, &redis_url, &store_uri, options, stop).await
+    });
+    wait_until(10, "the per-thread server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Many connections, so that every loop serves some.
+    let paths: Vec<String> = (0..30)
+        .map(|i| format!("/v1/contests/c1/entries/e{}", i * 97 % 3000))
+        .chain((0..6).map(|i| format!("/v1/contests/c1/leaderboard?offset={}&limit=20", i * 7)))
+        .chain(["/v1/contests/c1/entries/e5/around?radius=2".to_owned()])
+        .collect();
+    for path in &paths {
+        let (status, _, body) = get(port, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body, get(single, path).await.2, "{path}");
+    }
+    assert_eq!(
+        get(port, "/readyz").await.0,
+        200,
+        "Redis and the store answer"
+    );
+    assert_eq!(
+        get(port, "/v1/contests/c1/leaderboard?limit=0").await.0,
+        400
+    );
+    shutdown.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap()
+        .unwrap();
+    single_stop.cancel();
+}
