@@ -70,7 +70,7 @@ pub fn replay_events(
         seed ^ match_id
             .as_str()
             .bytes()
-            .fold(0, |h, b| h * 31 + u64::from(b)),
+            .fold(0_u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
     );
     let corrupted: Vec<usize> = (0..3.min(deliveries))
         .map(|_| rng.random_range(1..=deliveries))
@@ -181,4 +181,35 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         "replay done"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaderboard_core::MatchId;
+
+    fn shared_match() -> CricsheetMatch {
+        let dir = match std::env::var("CRICSHEET_DIR") {
+            Ok(dir) if std::path::Path::new(&dir).join("ipl").is_dir() => {
+                std::path::PathBuf::from(dir).join("ipl")
+            }
+            Ok(dir) => std::path::PathBuf::from(dir),
+            Err(_) => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/data/cricsheet/ipl"),
+        };
+        let text = std::fs::read_to_string(dir.join("1136561.json")).expect("shared match");
+        CricsheetMatch::from_json(&text).unwrap()
+    }
+
+    #[test]
+    fn corrections_take_any_valid_match_id_even_the_longest() {
+        let cricsheet = shared_match();
+        // The id parser takes up to 64 bytes; the seed's hash must not overflow.
+        for id in ["1136561", "a-match-id-of-13b", &"x".repeat(64)] {
+            let match_id = MatchId::parse(id).unwrap();
+            let events = replay_events(&cricsheet, &match_id, Some(7));
+            let clean = replay_events(&cricsheet, &match_id, None);
+            assert_eq!(events.len(), clean.len() + 3, "three corrections for {id}");
+        }
+    }
 }

@@ -47,3 +47,16 @@ pub static CORRUPT_READS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
         .expect("metric registered once");
     counter
 });
+
+/// Times the rate limiter's table was emptied because it tracked too many addresses.
+pub static RATE_LIMIT_RESETS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    let counter = prometheus::IntCounter::new(
+        "leaderboard_rate_limit_resets_total",
+        "Rate-limiter tables emptied for tracking more than --rate-max-clients addresses",
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(counter.clone()))
+        .expect("metric registered once");
+    counter
+});

@@ -28,13 +28,15 @@ fn parse_id(kind: &'static str, value: &str) -> Result<String, IdError> {
     if value.len() > MAX_ID_LEN {
         return Err(error("must be at most 64 bytes"));
     }
+    // No ':' (nor anything else outside this set): ids are joined with ':'
+    // in Redis keys and in the entry token's input, HMAC(secret,
+    // "contest_id:entry_id"), so a ':' inside an id would let two different
+    // pairs share one key or one token.
     if !value
         .bytes()
-        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b':'))
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
     {
-        return Err(error(
-            "may hold only ASCII letters, digits, '-', '_', '.' and ':'",
-        ));
+        return Err(error("may hold only ASCII letters, digits, '-', '_' and '.'"));
     }
     Ok(value.to_owned())
 }
@@ -154,6 +156,19 @@ mod tests {
         assert!(PlayerName::parse("Mustafizur Rahman").is_ok());
         assert!(PlayerName::parse("  ").is_err());
         assert!(PlayerName::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn a_colon_is_refused_so_joined_ids_stay_unambiguous() {
+        // HMAC(secret, "contest:entry") would give ("a:b", "c") and
+        // ("a", "b:c") the same token.
+        for id in ["a:b", "b:c", ":", "c1:"] {
+            let error = ContestId::parse(id).unwrap_err();
+            assert!(error.to_string().contains("may hold only"), "{error}");
+            assert!(EntryId::parse(id).is_err());
+            assert!(MatchId::parse(id).is_err());
+            assert!(UserId::parse(id).is_err());
+        }
     }
 
     #[test]

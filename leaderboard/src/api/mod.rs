@@ -10,6 +10,7 @@ pub mod server;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -71,6 +72,26 @@ impl From<ReadError> for ApiError {
     }
 }
 
+/// A path that does not decode (invalid percent-encoding, invalid UTF-8)
+/// is a bad request in the API's own shape, not axum's plain-text rejection.
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("invalid path: {}", rejection.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("invalid query: {}", rejection.body_text()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(json!({ "error": self.message }))).into_response()
@@ -96,7 +117,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/matches/{match}/players", get(match_players))
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "this route answers GET only".into(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -206,28 +235,89 @@ pub struct EntryRank {
     pub snapshot: Option<SnapshotOrigin>,
 }
 
-/// The routes, for per-route counters looked up without hashing.
-#[derive(Debug, Clone, Copy)]
-enum Route {
+/// The route a request asked for, as the request counter labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteLabel {
     Leaderboard,
     Entry,
     Around,
     Players,
+    OpenApi,
+    Admin,
+    Other,
 }
 
-static OK_COUNTERS: std::sync::LazyLock<[prometheus::IntCounter; 4]> =
+impl RouteLabel {
+    const ALL: [RouteLabel; 7] = [
+        RouteLabel::Leaderboard,
+        RouteLabel::Entry,
+        RouteLabel::Around,
+        RouteLabel::Players,
+        RouteLabel::OpenApi,
+        RouteLabel::Admin,
+        RouteLabel::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            RouteLabel::Leaderboard => "leaderboard",
+            RouteLabel::Entry => "entry",
+            RouteLabel::Around => "around",
+            RouteLabel::Players => "players",
+            RouteLabel::OpenApi => "openapi",
+            RouteLabel::Admin => "admin",
+            RouteLabel::Other => "other",
+        }
+    }
+
+    /// The route of a raw request path (undecoded; shape only).
+    pub(crate) fn of(path: &str) -> RouteLabel {
+        if let Some(rest) = path.strip_prefix("/v1/contests/") {
+            let segments: Vec<&str> = rest.split('/').collect();
+            return match segments.as_slice() {
+                [_, "leaderboard"] => RouteLabel::Leaderboard,
+                [_, "entries", _] => RouteLabel::Entry,
+                [_, "entries", _, "around"] => RouteLabel::Around,
+                _ => RouteLabel::Other,
+            };
+        }
+        if let Some(rest) = path.strip_prefix("/v1/matches/") {
+            return match rest.split('/').collect::<Vec<_>>().as_slice() {
+                [_, "players"] => RouteLabel::Players,
+                _ => RouteLabel::Other,
+            };
+        }
+        match path {
+            "/v1/openapi.json" => RouteLabel::OpenApi,
+            "/metrics" | "/healthz" | "/readyz" => RouteLabel::Admin,
+            _ => RouteLabel::Other,
+        }
+    }
+}
+
+/// The 200 counter of each route, resolved once: the common case costs one
+/// atomic add, no label hashing.
+static OK_COUNTERS: std::sync::LazyLock<[prometheus::IntCounter; 7]> =
     std::sync::LazyLock::new(|| {
-        ["leaderboard", "entry", "around", "players"]
-            .map(|route| metrics::HTTP_REQUESTS.with_label_values(&[route, "200"]))
+        RouteLabel::ALL.map(|route| metrics::HTTP_REQUESTS.with_label_values(&[route.name(), "200"]))
     });
 
-fn json_response<T: Serialize>(route: Route, body: &T) -> Response {
-    OK_COUNTERS[route as usize].inc();
+/// Counts one answered request by route and status.
+pub(crate) fn count_request(route: RouteLabel, status: StatusCode) {
+    if status == StatusCode::OK {
+        OK_COUNTERS[route as usize].inc();
+    } else {
+        metrics::HTTP_REQUESTS
+            .with_label_values(&[route.name(), status.as_str()])
+            .inc();
+    }
+}
+
+fn json_response<T: Serialize>(body: &T) -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response()
 }
 
-fn bytes_response(route: Route, body: bytes::Bytes) -> Response {
-    OK_COUNTERS[route as usize].inc();
+fn bytes_response(body: bytes::Bytes) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -244,9 +334,11 @@ fn bytes_response(route: Route, body: bytes::Bytes) -> Response {
     responses((status = 200, body = LeaderboardPage), (status = 400), (status = 404), (status = 429)))]
 pub async fn leaderboard(
     State(state): State<Arc<ApiState>>,
-    Path(contest): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(contest) = path?;
+    let Query(query) = query?;
     let (offset, limit) = (query.get("offset"), query.get("limit"));
     leaderboard_page(
         &state,
@@ -269,9 +361,7 @@ pub(crate) async fn leaderboard_page(
     let limit = parameter(limit, "limit", 50, 1..=MAX_LIMIT)?;
     if state.per_request_redis {
         let page = state.cache.page_round_trip(&contest, offset, limit).await?;
-        return Ok(json_response(
-            Route::Leaderboard,
-            &LeaderboardPage {
+        return Ok(json_response(&LeaderboardPage {
                 contest_id: page.contest_id.clone(),
                 match_id: page.match_id.clone(),
                 version: page.version,
@@ -283,7 +373,7 @@ pub(crate) async fn leaderboard_page(
     }
     let snapshot = state.cache.contest(&contest).await?;
     let page = state.cache.page(&snapshot, offset, limit).await?;
-    Ok(bytes_response(Route::Leaderboard, page.json.clone()))
+    Ok(bytes_response(page.json.clone()))
 }
 
 /// `GET /v1/contests/{contest}/entries/{entry}`: answered from the cached
@@ -294,21 +384,29 @@ pub(crate) async fn leaderboard_page(
     responses((status = 200, body = EntryRank), (status = 400), (status = 404), (status = 429)))]
 pub async fn entry_rank(
     State(state): State<Arc<ApiState>>,
-    Path((contest, entry)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let contest = contest_id(&contest)?;
-    let entry = entry_id(&entry)?;
+    let Path((contest, entry)) = path?;
+    entry_rank_of(&state, &contest, &entry).await
+}
+
+/// An entry's rank from the route's raw `contest` and `entry`.
+pub(crate) async fn entry_rank_of(
+    state: &ApiState,
+    contest: &str,
+    entry: &str,
+) -> Result<Response, ApiError> {
+    let contest = contest_id(contest)?;
+    let entry = entry_id(entry)?;
     if state.per_request_redis {
         let answer = state.cache.entry_rank_round_trip(&contest, &entry).await?;
-        return Ok(json_response(Route::Entry, &answer));
+        return Ok(json_response(&answer));
     }
     let snapshot = state.cache.contest(&contest).await?;
     if let Some(info) = snapshot.stored_info() {
         let stored = state.cache.stored_entry(&snapshot, &entry).await?;
         let row = &stored.1;
-        return Ok(json_response(
-            Route::Entry,
-            &EntryRank {
+        return Ok(json_response(&EntryRank {
                 contest_id: contest.to_string(),
                 entry_id: entry.to_string(),
                 user_id: row.user_id.clone(),
@@ -322,9 +420,7 @@ pub async fn entry_rank(
     }
     let team = state.cache.entry(&contest, &entry).await?;
     let (points, rank) = snapshot.score(entry.as_str(), &team.team)?;
-    Ok(json_response(
-        Route::Entry,
-        &EntryRank {
+    Ok(json_response(&EntryRank {
             contest_id: contest.to_string(),
             entry_id: entry.to_string(),
             user_id: team.user_id.clone(),
@@ -343,9 +439,11 @@ pub async fn entry_rank(
     responses((status = 200, body = LeaderboardPage), (status = 400), (status = 404), (status = 429)))]
 pub async fn around(
     State(state): State<Arc<ApiState>>,
-    Path((contest, entry)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((contest, entry)) = path?;
+    let Query(query) = query?;
     let contest = contest_id(&contest)?;
     let entry = entry_id(&entry)?;
     let radius = parameter(
@@ -359,7 +457,7 @@ pub async fn around(
     let offset = position.saturating_sub(radius);
     let limit = position - offset + radius + 1;
     let page = state.cache.page(&snapshot, offset, limit).await?;
-    Ok(bytes_response(Route::Around, page.json.clone()))
+    Ok(bytes_response(page.json.clone()))
 }
 
 /// `GET /v1/matches/{match}/players`
@@ -368,10 +466,11 @@ pub async fn around(
     responses((status = 200, description = "{\"match_id\",\"version\",\"players\":{name: points}}"), (status = 400), (status = 404)))]
 pub async fn match_players(
     State(state): State<Arc<ApiState>>,
-    Path(match_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(match_id) = path?;
     let match_id =
         MatchId::parse(&match_id).map_err(|error| ApiError::bad_request(error.to_string()))?;
     let players = state.cache.match_players(&match_id).await?;
-    Ok(json_response(Route::Players, &*players))
+    Ok(json_response(&*players))
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -17,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::cache::{follow_notices, NodeCache};
-use super::ratelimit::{self, RateLimit};
+use super::ratelimit::{self, Proxies, RateLimit};
 use super::{router, ApiState};
 use crate::metrics;
 use leaderboard_hot as hot;
@@ -34,9 +33,15 @@ pub struct ServeOptions {
     /// Burst a client may spend at once.
     #[arg(long, env = "RATE_BURST", default_value_t = 2000)]
     pub rate_burst: u32,
-    /// Tell clients apart by the first X-Forwarded-For address (behind a trusted proxy).
-    #[arg(long, env = "TRUST_FORWARDED")]
-    pub trust_forwarded: bool,
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose
+    /// `X-Forwarded-For` is believed: a request from one of them is limited
+    /// as the right-most forwarded address that is not a trusted proxy.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Most client addresses the rate limiter tracks at once (idle ones are
+    /// pruned every second; past this the table starts afresh).
+    #[arg(long, env = "RATE_MAX_CLIENTS", default_value_t = 1_000_000)]
+    pub rate_max_clients: usize,
     /// Longest a cached snapshot lives should a change notice be lost, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub max_staleness_ms: u64,
@@ -57,7 +62,8 @@ impl Default for ServeOptions {
         ServeOptions {
             rate_limit: 1000,
             rate_burst: 2000,
-            trust_forwarded: false,
+            trusted_proxies: Vec::new(),
+            rate_max_clients: 1_000_000,
             max_staleness_ms: 5000,
             http_threads: 1,
             per_request_redis: false,
@@ -83,25 +89,37 @@ impl App {
     async fn call(
         self,
         peer: SocketAddr,
-        mut request: hyper::Request<hyper::body::Incoming>,
+        request: hyper::Request<hyper::body::Incoming>,
     ) -> Result<Response, std::convert::Infallible> {
+        let route = super::RouteLabel::of(request.uri().path());
+        let response = self.answer(peer, request).await;
+        // Every answer is counted here, whatever produced it: a handler, an
+        // extractor's rejection, the rate limit, the fallback or an admin route.
+        super::count_request(route, response.status());
+        Ok(response)
+    }
+
+    async fn answer(
+        self,
+        peer: SocketAddr,
+        mut request: hyper::Request<hyper::body::Incoming>,
+    ) -> Response {
         if request.method() == Method::GET {
             if let Some(route) = HotRoute::of(request.uri()) {
                 if let Some(limit) = &self.limit {
                     if let Some(refused) =
                         limit.refusal(limit.client(request.headers(), Some(peer)))
                     {
-                        return Ok(refused);
+                        return refused;
                     }
                 }
                 let state = self.state;
-                return Ok(match route {
-                    HotRoute::Entry(contest, entry) => super::entry_rank(
-                        State(state),
-                        Path((contest.to_owned(), entry.to_owned())),
-                    )
-                    .await
-                    .into_response(),
+                return match route {
+                    HotRoute::Entry(contest, entry) => {
+                        super::entry_rank_of(&state, contest, entry)
+                            .await
+                            .into_response()
+                    }
                     HotRoute::Page {
                         contest,
                         offset,
@@ -109,15 +127,20 @@ impl App {
                     } => super::leaderboard_page(&state, contest, offset, limit)
                         .await
                         .into_response(),
-                });
+                };
             }
         }
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
-        self.router
+        match self
+            .router
             .oneshot(request.map(axum::body::Body::new))
             .await
+        {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
     }
 }
 
@@ -192,7 +215,14 @@ pub fn app(
     let mut api = router(state.clone());
     let limit = NonZeroU32::new(options.rate_limit)
         .zip(NonZeroU32::new(options.rate_burst))
-        .map(|(per_second, burst)| RateLimit::new(per_second, burst, options.trust_forwarded));
+        .map(|(per_second, burst)| {
+            RateLimit::new(
+                per_second,
+                burst,
+                options.rate_max_clients,
+                Proxies::new(options.trusted_proxies.clone()),
+            )
+        });
     if let Some(limit) = &limit {
         api = api.layer(axum::middleware::from_fn_with_state(
             limit.clone(),
