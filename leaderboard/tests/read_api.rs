@@ -273,6 +273,22 @@ async fn every_error_path_has_its_status_and_json_body() {
         ),
         ("/v1/matches/zz/players", 404, "match `zz` is unknown"),
         ("/v1/nothing/here", 404, "no such route"),
+        // Paths that do not decode: the API's JSON, not the extractor's text.
+        ("/v1/contests/%ff%fe/leaderboard", 400, "invalid path"),
+        ("/v1/matches/%ff%fe/players", 400, "invalid path"),
+        ("/v1/contests/%ff/entries/e1", 400, "invalid path"),
+        ("/v1/contests/c1/entries/%c3%28/around", 400, "invalid path"),
+        // A query value that is not UTF-8 decodes lossily, then fails as a number.
+        (
+            "/v1/contests/c1/leaderboard?limit=%ff",
+            400,
+            "limit must be an integer",
+        ),
+        (
+            "/v1/contests/c1/entries/e1/around?radius=%ff%fe",
+            400,
+            "radius must be an integer",
+        ),
     ];
     for (path, status, message) in cases {
         let (got, headers, body) = get(port, path).await;
@@ -366,4 +382,120 @@ async fn per_thread_event_loops_answer_the_same_and_shut_down() {
         .unwrap()
         .unwrap();
     single_stop.cancel();
+}
+
+/// Percent-encodes every byte, so any byte string makes a valid request line.
+fn encoded(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("%{byte:02X}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_paths_and_parameters_get_json_4xx_never_5xx() {
+    use proptest::prelude::*;
+    let fixture = Fixture::new().await;
+    let (port, _, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    tokio::task::spawn_blocking(move || {
+        let segment = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..80).prop_map(|bytes| encoded(&bytes)),
+            "[a-z0-9:._-]{0,70}".prop_map(|text| text),
+            Just("c1".to_owned()),
+            Just("e7".to_owned()),
+        ];
+        let query = prop_oneof![
+            Just(String::new()),
+            (
+                prop_oneof![Just("limit"), Just("offset"), Just("radius"), Just("x")],
+                proptest::collection::vec(any::<u8>(), 0..24),
+            )
+                .prop_map(|(name, value)| format!("?{name}={}", encoded(&value))),
+            "[0-9-]{0,25}".prop_map(|n| format!("?limit={n}&offset={n}&radius={n}")),
+        ];
+        let shape = prop_oneof![
+            Just("/v1/contests/{a}/leaderboard"),
+            Just("/v1/contests/{a}/entries/{b}"),
+            Just("/v1/contests/{a}/entries/{b}/around"),
+            Just("/v1/matches/{a}/players"),
+            Just("/v1/{a}/{b}"),
+        ];
+        let config = ProptestConfig {
+            cases: 300,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        runner
+            .run(
+                &(shape, segment.clone(), segment, query),
+                |(shape, a, b, query)| {
+                    let path = format!("{}{query}", shape.replace("{a}", &a).replace("{b}", &b));
+                    let (status, _, body) = http(port, &path);
+                    prop_assert!(
+                        (200..300).contains(&status) || (400..500).contains(&status),
+                        "{path} answered {status}: {body}"
+                    );
+                    let json: Value = serde_json::from_str(&body)
+                        .map_err(|_| TestCaseError::fail(format!("{path}: not JSON: {body}")))?;
+                    if status >= 400 {
+                        prop_assert!(json["error"].is_string(), "{path}: {body}");
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_status_is_counted_by_route() {
+    let fixture = Fixture::new().await;
+    let (port, _, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 1,
+            rate_burst: 4,
+            ..ServeOptions::default()
+        })
+        .await;
+    let (status, _, body) = tokio::task::spawn_blocking(move || {
+        support::request(port, "POST", "/v1/contests/c1/leaderboard")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 405, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    // Three more within the burst of 4, then two refused.
+    for (path, expected) in [
+        ("/v1/contests/c1/leaderboard?limit=5", 200),
+        ("/v1/contests/c1/leaderboard?limit=0", 400),
+        ("/v1/contests/nope/entries/e1", 404),
+        ("/v1/contests/c1/entries/e1", 429),
+        ("/v1/contests/c1/entries/e1", 429),
+    ] {
+        assert_eq!(get(port, path).await.0, expected, "{path}");
+    }
+    let metrics = support::http_get(port, "/metrics");
+    for series in [
+        r#"leaderboard_http_requests_total{route="leaderboard",status="200"}"#,
+        r#"leaderboard_http_requests_total{route="leaderboard",status="400"}"#,
+        r#"leaderboard_http_requests_total{route="entry",status="404"}"#,
+        r#"leaderboard_http_requests_total{route="entry",status="429"}"#,
+        r#"leaderboard_http_requests_total{route="leaderboard",status="405"}"#,
+    ] {
+        let count: u64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .unwrap_or_else(|| panic!("{series} missing from:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(count >= 1, "{series} {count}");
+    }
+    shutdown.cancel();
 }

@@ -36,7 +36,9 @@ fn parse_id(kind: &'static str, value: &str) -> Result<String, IdError> {
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
     {
-        return Err(error("may hold only ASCII letters, digits, '-', '_' and '.'"));
+        return Err(error(
+            "may hold only ASCII letters, digits, '-', '_' and '.'",
+        ));
     }
     Ok(value.to_owned())
 }

@@ -299,7 +299,8 @@ impl RouteLabel {
 /// atomic add, no label hashing.
 static OK_COUNTERS: std::sync::LazyLock<[prometheus::IntCounter; 7]> =
     std::sync::LazyLock::new(|| {
-        RouteLabel::ALL.map(|route| metrics::HTTP_REQUESTS.with_label_values(&[route.name(), "200"]))
+        RouteLabel::ALL
+            .map(|route| metrics::HTTP_REQUESTS.with_label_values(&[route.name(), "200"]))
     });
 
 /// Counts one answered request by route and status.
@@ -362,14 +363,13 @@ pub(crate) async fn leaderboard_page(
     if state.per_request_redis {
         let page = state.cache.page_round_trip(&contest, offset, limit).await?;
         return Ok(json_response(&LeaderboardPage {
-                contest_id: page.contest_id.clone(),
-                match_id: page.match_id.clone(),
-                version: page.version,
-                total: page.total,
-                entries: page.entries.iter().map(RankedRow::from).collect(),
-                snapshot: None,
-            },
-        ));
+            contest_id: page.contest_id.clone(),
+            match_id: page.match_id.clone(),
+            version: page.version,
+            total: page.total,
+            entries: page.entries.iter().map(RankedRow::from).collect(),
+            snapshot: None,
+        }));
     }
     let snapshot = state.cache.contest(&contest).await?;
     let page = state.cache.page(&snapshot, offset, limit).await?;
@@ -407,30 +407,28 @@ pub(crate) async fn entry_rank_of(
         let stored = state.cache.stored_entry(&snapshot, &entry).await?;
         let row = &stored.1;
         return Ok(json_response(&EntryRank {
-                contest_id: contest.to_string(),
-                entry_id: entry.to_string(),
-                user_id: row.user_id.clone(),
-                rank: row.rank,
-                points: row.points,
-                total: snapshot.total,
-                version: snapshot.version,
-                snapshot: Some(info.into()),
-            },
-        ));
+            contest_id: contest.to_string(),
+            entry_id: entry.to_string(),
+            user_id: row.user_id.clone(),
+            rank: row.rank,
+            points: row.points,
+            total: snapshot.total,
+            version: snapshot.version,
+            snapshot: Some(info.into()),
+        }));
     }
     let team = state.cache.entry(&contest, &entry).await?;
     let (points, rank) = snapshot.score(entry.as_str(), &team.team)?;
     Ok(json_response(&EntryRank {
-            contest_id: contest.to_string(),
-            entry_id: entry.to_string(),
-            user_id: team.user_id.clone(),
-            rank,
-            points,
-            total: snapshot.total,
-            version: snapshot.version,
-            snapshot: None,
-        },
-    ))
+        contest_id: contest.to_string(),
+        entry_id: entry.to_string(),
+        user_id: team.user_id.clone(),
+        rank,
+        points,
+        total: snapshot.total,
+        version: snapshot.version,
+        snapshot: None,
+    }))
 }
 
 /// `GET /v1/contests/{contest}/entries/{entry}/around?radius=5`

@@ -233,7 +233,10 @@ mod tests {
         let chained = headers(&["6.6.6.6", "203.0.113.9, 10.1.1.1"]);
         assert_eq!(proxies.client(&chained, proxy), ip("203.0.113.9"));
         // Not from a trusted proxy: the header is the client's own claim.
-        assert_eq!(proxies.client(&spoofed, ip("198.51.100.1")), ip("198.51.100.1"));
+        assert_eq!(
+            proxies.client(&spoofed, ip("198.51.100.1")),
+            ip("198.51.100.1")
+        );
         // A garbled hop ends the walk at the last good one.
         assert_eq!(
             proxies.client(&headers(&["garbage, 203.0.113.9"]), proxy),

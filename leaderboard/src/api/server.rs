@@ -36,7 +36,12 @@ pub struct ServeOptions {
     /// Proxies (addresses or CIDR ranges, comma-separated) whose
     /// `X-Forwarded-For` is believed: a request from one of them is limited
     /// as the right-most forwarded address that is not a trusted proxy.
-    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR")]
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Most client addresses the rate limiter tracks at once (idle ones are
     /// pruned every second; past this the table starts afresh).
@@ -115,11 +120,9 @@ impl App {
                 }
                 let state = self.state;
                 return match route {
-                    HotRoute::Entry(contest, entry) => {
-                        super::entry_rank_of(&state, contest, entry)
-                            .await
-                            .into_response()
-                    }
+                    HotRoute::Entry(contest, entry) => super::entry_rank_of(&state, contest, entry)
+                        .await
+                        .into_response(),
                     HotRoute::Page {
                         contest,
                         offset,

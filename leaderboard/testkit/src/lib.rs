@@ -292,11 +292,16 @@ pub fn wait_until(seconds: u64, what: &str, mut condition: impl FnMut() -> bool)
 
 /// One HTTP/1.1 GET on loopback: (status, headers in lower case, body).
 pub fn http(port: u16, path: &str) -> (u16, Vec<(String, String)>, String) {
+    request(port, "GET", path)
+}
+
+/// One HTTP/1.1 request without a body: (status, headers in lower case, body).
+pub fn request(port: u16, method: &str, path: &str) -> (u16, Vec<(String, String)>, String) {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
