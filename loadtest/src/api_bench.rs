@@ -131,7 +131,8 @@ pub async fn bare_server(args: BareArgs) -> anyhow::Result<()> {
     if args.threads > 1 {
         let never = tokio_util::sync::CancellationToken::new();
         let serve = move |stream, _peer, _shutdown| answer(stream);
-        http::serve_per_thread(listener, args.threads, never, serve).await?;
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(100_000));
+        http::serve_per_thread(listener, args.threads, permits, never, serve).await?;
         return Ok(());
     }
     loop {

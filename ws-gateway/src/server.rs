@@ -21,7 +21,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use leaderboard_service::admin::{self, ReadyCheck};
-use leaderboard_service::http;
+use leaderboard_service::http::{self, idle::Watched, ConnectionArgs};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -77,6 +77,14 @@ pub struct GatewayOptions {
     /// HMAC secret for following an entry; when set, `entry_id` needs `token`.
     #[arg(long, env = "WS_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
+    /// Connections still speaking plain HTTP at once (handshakes, pages,
+    /// admin routes), on top of the sessions; more wait in the backlog.
+    #[arg(long, env = "WS_MAX_PENDING", default_value_t = 4096)]
+    pub max_pending: usize,
+    /// Milliseconds a client may take to send its request's headers
+    /// (the upgrade included); slower connections are closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
     /// Single-threaded event loops serving connections, each in a thread of
     /// its own: a connection and its session stay on one loop, and a fan-out
     /// hands each loop its members' states, so delivering a frame never wakes
@@ -100,12 +108,22 @@ impl Default for GatewayOptions {
             read_buffer_bytes: 2048,
             max_staleness_ms: 5_000,
             token_secret: None,
+            max_pending: 4096,
+            header_timeout_ms: 10_000,
             threads: 0,
         }
     }
 }
 
 impl GatewayOptions {
+    fn http(&self) -> ConnectionArgs {
+        ConnectionArgs {
+            max_connections: self.max_pending,
+            header_timeout_ms: self.header_timeout_ms,
+            idle_timeout_secs: self.idle_timeout_secs,
+        }
+    }
+
     fn limits(&self) -> SessionLimits {
         SessionLimits {
             max_subscriptions: self.max_subscriptions,
@@ -131,6 +149,7 @@ impl GatewayOptions {
 }
 
 struct Gateway {
+    http: ConnectionArgs,
     context: Arc<SessionContext>,
     permits: Arc<Semaphore>,
     sessions: TaskTracker,
@@ -171,6 +190,7 @@ pub async fn run(
         )],
     ));
     let gateway = Arc::new(Gateway {
+        http: options.http(),
         context: Arc::new(SessionContext {
             hub,
             limits: options.limits(),
@@ -233,15 +253,25 @@ async fn serve(
     threads: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Connections still speaking HTTP (before their upgrade, or plain page
+    // and admin requests) are capped before they are accepted; sessions
+    // have a cap of their own (503 at the upgrade).
+    let permits = gateway.http.permits();
     if threads > 1 {
         let serve = move |stream, _peer, shutdown| connection(gateway.clone(), stream, shutdown);
-        return leaderboard_service::http::serve_per_thread(listener, threads, shutdown, serve)
-            .await;
+        return leaderboard_service::http::serve_per_thread(
+            listener, threads, permits, shutdown, serve,
+        )
+        .await;
     }
     let mut connections = tokio::task::JoinSet::new();
-    while let Some((stream, _peer)) = http::accept(&listener, &shutdown).await {
+    while let Some((stream, _peer, permit)) = http::accept(&listener, &permits, &shutdown).await {
         // Its own child token: see `Session::serve`.
-        connections.spawn(connection(gateway.clone(), stream, shutdown.child_token()));
+        let served = connection(gateway.clone(), stream, shutdown.child_token());
+        connections.spawn(async move {
+            served.await;
+            drop(permit);
+        });
         while connections.try_join_next().is_some() {}
     }
     connections.abort_all();
@@ -250,23 +280,12 @@ async fn serve(
 
 /// One HTTP/1.1 connection, until it ends or is upgraded to a session.
 async fn connection(gateway: Arc<Gateway>, stream: TcpStream, shutdown: CancellationToken) {
-    use hyper::server::conn::http1;
-    let _ = stream.set_nodelay(true);
+    let args = gateway.http.clone();
     let service = hyper::service::service_fn(move |request| {
         let gateway = gateway.clone();
         async move { Ok::<_, std::convert::Infallible>(gateway.handle(request).await) }
     });
-    let connection = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
+    http::serve_http1(&args, stream, service, shutdown).await;
 }
 
 impl Gateway {
@@ -323,9 +342,9 @@ impl Gateway {
             match on_upgrade.await {
                 // Served as a `TcpStream` (below), so it comes back as one:
                 // the session and the fan-out share the socket itself.
-                Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(upgraded) => match upgraded.downcast::<TokioIo<Watched<TcpStream>>>() {
                     Ok(parts) => {
-                        let wire = Wire::new(parts.io.into_inner());
+                        let wire = Wire::new(parts.io.into_inner().into_inner());
                         let ws = WebSocketStream::from_raw_socket(
                             WireIo::new(wire, parts.read_buf),
                             Role::Server,

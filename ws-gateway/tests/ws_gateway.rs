@@ -958,3 +958,38 @@ async fn a_replayed_match_reaches_players_and_the_web_page_live() {
     api_stop.cancel();
     drop(ingest);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_do_not_starve_the_gateway_and_are_closed_after_the_header_timeout() {
+    let redis = support::Redis::start();
+    let gateway = Gateway::start(
+        &redis.url(),
+        GatewayOptions {
+            header_timeout_ms: 2_000,
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let port = gateway.port;
+    let mut slow = tokio::task::spawn_blocking(move || support::slow_clients(port, 2_000))
+        .await
+        .unwrap();
+    // A player still connects and is answered while the slow ones hang.
+    let mut client = Client::connect(port).await;
+    client.send(json!({"op":"ping"})).await;
+    assert_eq!(client.next().await["type"], "pong");
+    let (status, _, _) = tokio::task::spawn_blocking(move || support::http(port, "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let closed = support::closed_by_server(&mut slow);
+    assert!(closed < slow.len(), "every slow client was already closed");
+    tokio::task::spawn_blocking(move || {
+        support::wait_until(30, "every slow client closed by the gateway", || {
+            support::closed_by_server(&mut slow) == slow.len()
+        });
+    })
+    .await
+    .unwrap();
+    gateway.stop().await;
+}

@@ -56,6 +56,8 @@ pub struct ServeOptions {
     /// one per core, 1 serves on the main runtime.
     #[arg(long, env = "HTTP_THREADS", default_value_t = 0)]
     pub http_threads: usize,
+    #[command(flatten)]
+    pub connections: http::ConnectionArgs,
     /// Benchmark baseline only: answer `GET …/entries/{id}` and leaderboard
     /// pages with one Redis round trip per request, bypassing the node cache.
     #[arg(long, hide = true)]
@@ -71,6 +73,7 @@ impl Default for ServeOptions {
             rate_max_clients: 1_000_000,
             max_staleness_ms: 5000,
             http_threads: 1,
+            connections: http::ConnectionArgs::default(),
             per_request_redis: false,
         }
     }
@@ -83,6 +86,7 @@ pub struct App {
     router: Router,
     state: Arc<ApiState>,
     limit: Option<Arc<RateLimit>>,
+    connections: http::ConnectionArgs,
 }
 
 impl App {
@@ -236,6 +240,7 @@ pub fn app(
         router: admin::router(metrics::REGISTRY.clone(), checks).merge(api),
         state,
         limit,
+        connections: options.connections.clone(),
     })
 }
 
@@ -273,7 +278,8 @@ pub async fn run(
     } else {
         let serve =
             move |stream, peer, shutdown| serve_connection(stream, peer, app.clone(), shutdown);
-        http::serve_per_thread(listener, threads, shutdown.clone(), serve).await?;
+        let permits = options.connections.permits();
+        http::serve_per_thread(listener, threads, permits, shutdown.clone(), serve).await?;
     }
     shutdown.cancel();
     let _ = follower.await;
@@ -289,23 +295,12 @@ async fn serve_connection(
     app: App,
     shutdown: CancellationToken,
 ) {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::TokioIo;
-
-    let _ = stream.set_nodelay(true);
+    let connections = app.connections.clone();
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             app.clone().call(peer, request)
         });
-    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
+    http::serve_http1(&connections, stream, service, shutdown).await;
 }
 
 /// Serves `app` over plain HTTP/1.1 connections (the API's clients and load
@@ -315,12 +310,16 @@ async fn serve_connection(
 /// every connection finish its request in flight.
 pub async fn serve_http1(listener: TcpListener, app: App, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
-    while let Some((stream, peer)) = http::accept(&listener, &shutdown).await {
+    let permits = app.connections.permits();
+    while let Some((stream, peer, permit)) = http::accept(&listener, &permits, &shutdown).await {
         // A child token per connection: polling a token locks its node, and
         // the connection's select polls it on every request; one node shared
         // by every connection would be one contended lock.
         let (app, shutdown) = (app.clone(), shutdown.child_token());
-        connections.spawn(serve_connection(stream, peer, app, shutdown));
+        connections.spawn(async move {
+            serve_connection(stream, peer, app, shutdown).await;
+            drop(permit);
+        });
     }
     connections.close();
     connections.wait().await;

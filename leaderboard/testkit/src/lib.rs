@@ -373,3 +373,38 @@ pub async fn pattern_subscriptions(redis_url: &str) -> u64 {
         .await
         .unwrap()
 }
+
+/// `count` connections to `port` that send the start of a request and never
+/// finish its headers (a slowloris client).
+pub fn slow_clients(port: u16, count: usize) -> Vec<TcpStream> {
+    use std::io::Write;
+    (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Never: ")
+                .unwrap();
+            stream
+        })
+        .collect()
+}
+
+/// How many of `streams` the server has closed (a read returns end of
+/// stream or an error rather than blocking).
+pub fn closed_by_server(streams: &mut [TcpStream]) -> usize {
+    use std::io::Read;
+    streams
+        .iter_mut()
+        .filter(|stream| {
+            let mut stream: &TcpStream = stream;
+            stream.set_nonblocking(true).unwrap();
+            let mut byte = [0_u8; 256];
+            let closed = match stream.read(&mut byte) {
+                Ok(_) => true, // end of stream (0), or an error response before it
+                Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            stream.set_nonblocking(false).unwrap();
+            closed
+        })
+        .count()
+}
