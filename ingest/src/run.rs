@@ -28,6 +28,7 @@ use leaderboard_hot::{self as hot, HotWriter};
 use leaderboard_service::admin::{self, ReadyCheck};
 use leaderboard_service::backoff::{self, Failure, Health, Stopped};
 use leaderboard_service::config::{KafkaArgs, RedisArgs, RulesArgs, StoreArgs};
+use leaderboard_service::shutdown::Supervisor;
 use leaderboard_store::{self as store, SharedStore};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -248,24 +249,31 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             async move { health.check() }
         }),
     ];
-    let admin_task = tokio::spawn(admin::serve(
-        listener,
-        admin::router(metrics::REGISTRY.clone(), checks),
-        shutdown.clone(),
-    ));
-    tracing::info!(address = %admin_address, "ingest admin listening");
-
-    let outcome = consume(args, store, pipeline, redis_url, &retrier).await;
-    tracing::info!("ingest stopping");
-    shutdown.cancel();
-    admin_task
+    // The first of the two to fail stops the other; the process exits
+    // non-zero with its reason.
+    let mut tasks = Supervisor::new(shutdown.clone());
+    let admin_stop = shutdown.clone();
+    tasks.spawn("the admin server", async move {
+        admin::serve(
+            listener,
+            admin::router(metrics::REGISTRY.clone(), checks),
+            admin_stop,
+        )
         .await
-        .context("admin task panicked")?
-        .context("admin server failed")?;
-    match outcome {
-        Ok(()) | Err(Stop::Shutdown) => Ok(()),
-        Err(Stop::Failed(error)) => Err(error),
-    }
+        .context("cannot serve the admin routes")
+    });
+    tracing::info!(address = %admin_address, "ingest admin listening");
+    tasks.spawn("the consumer", async move {
+        let outcome = consume(args, store, pipeline, redis_url, &retrier).await;
+        tracing::info!("ingest stopping");
+        // The admin server ends with the consumer.
+        retrier.shutdown.cancel();
+        match outcome {
+            Ok(()) | Err(Stop::Shutdown) => Ok(()),
+            Err(Stop::Failed(error)) => Err(error),
+        }
+    });
+    tasks.wait().await
 }
 
 /// Connects, rewrites Redis, and consumes until shutdown or a permanent failure.

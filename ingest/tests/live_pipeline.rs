@@ -499,7 +499,17 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
     // One more restart replays nothing new and changes nothing.
     ingest.take().unwrap().kill();
     let restarted = Ingest::start(&broker, &redis, work.path(), &["--instance-id", "ingest-0"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Once it has rewritten Redis from its store and is ready, nothing moved.
+    wait_until(
+        60,
+        "the restarted service to rewrite Redis and be ready",
+        || {
+            restarted
+                .metrics()
+                .contains("ingest_redis_rebuilds_total 1")
+                && restarted.readiness().0 == 200
+        },
+    );
     assert_redis_matches_offline(&redis, &match_id, &scorer, &contest);
     drop(restarted);
 }
@@ -595,10 +605,16 @@ fn a_flushed_redis_is_rebuilt_by_the_service() {
 fn a_redis_outage_is_retried_and_the_state_rebuilt() {
     let mut live = LiveMatch::start("1136580", "o1", 400, 3000.0);
     live.wait_past(60);
-    // Redis goes away for two seconds while balls keep coming, and comes back empty.
+    // Redis goes away while balls keep coming, and comes back empty: not
+    // ready during the outage, ready again once it is over.
     live.redis.kill();
-    std::thread::sleep(Duration::from_secs(2));
+    wait_until(30, "/readyz to answer 503 during the outage", || {
+        live.ingest.readiness().0 == 503
+    });
     live.redis.restart();
+    wait_until(60, "/readyz to answer 200 after the outage", || {
+        live.ingest.readiness().0 == 200
+    });
     live.finish_and_check();
     let metrics = live.ingest.metrics();
     assert!(
@@ -607,4 +623,48 @@ fn a_redis_outage_is_retried_and_the_state_rebuilt() {
     );
     let LiveMatch { ingest, .. } = live;
     assert!(ingest.stop().success(), "still running, and stops cleanly");
+}
+
+#[test]
+fn a_write_redis_refuses_is_retried_and_the_service_not_ready_meanwhile() {
+    let mut live = LiveMatch::start("1136590", "w1", 300, 3000.0);
+    live.wait_past(40);
+    let mut connection = live.redis.client().get_connection().unwrap();
+    // Redis still answers PING, but refuses every write (OOM).
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut connection)
+        .unwrap();
+    wait_until(60, "/readyz to name the failing writes", || {
+        let (status, body) = live.ingest.readiness();
+        status == 503 && body.contains("pipeline") && body.contains("OOM")
+    });
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut connection)
+        .unwrap();
+    wait_until(60, "/readyz to answer 200 once writes pass", || {
+        live.ingest.readiness().0 == 200
+    });
+    live.finish_and_check();
+}
+
+#[test]
+fn a_permanent_failure_stops_the_service_with_its_reason() {
+    let redis = Redis::start_with(&["--requirepass", "s3cret"]);
+    let work = tempfile::tempdir().unwrap();
+    let wrong = format!("redis://:not-the-password@127.0.0.1:{}", redis.port);
+    // No broker is needed: Redis is reached first, and refuses the login.
+    let mut ingest = Ingest::start_at("127.0.0.1:1", &wrong, work.path(), &[]);
+    let status = ingest.wait_exit(60);
+    assert_eq!(status.code(), Some(1), "exits non-zero");
+    let log = std::fs::read_to_string(work.path().join("ingest.log")).unwrap();
+    assert!(
+        log.contains("failed permanently") && log.contains("authentication failed"),
+        "the reason is on stderr:\n{log}"
+    );
 }

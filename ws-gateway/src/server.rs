@@ -176,7 +176,7 @@ pub async fn run(
     );
     // Sessions close (1012, "reconnect") as soon as the node stops accepting.
     let sessions_stop = shutdown.child_token();
-    let subscriber = tokio::spawn(subscriber::run(
+    let mut subscriber = tokio::spawn(subscriber::run(
         hub.clone(),
         redis_url.to_owned(),
         channel_changes,
@@ -212,10 +212,25 @@ pub async fn run(
     let serving = serve(listener, gateway.clone(), threads, shutdown.clone());
     tokio::pin!(serving);
     let mut served = None;
+    // The first of the node's tasks to fail stops the node, which exits
+    // non-zero with the reason once its sessions have drained.
+    let mut failure = None;
+    let mut subscriber_done = false;
     tokio::select! {
         result = serving.as_mut() => served = Some(result),
         _ = shutdown.cancelled() => {}
+        joined = &mut subscriber => {
+            subscriber_done = true;
+            // Ending because the node is stopping is no failure.
+            if !(shutdown.is_cancelled() && joined.is_ok()) {
+                failure = Some(subscriber_failure(joined));
+            }
+        }
     }
+    if let Some(error) = &failure {
+        tracing::error!(%error, "the pub/sub subscriber failed; stopping the node");
+    }
+    shutdown.cancel();
 
     tracing::info!(
         sessions = gateway.sessions.len(),
@@ -233,15 +248,28 @@ pub async fn run(
     })
     .await;
     match drained {
-        Ok(served) => served?,
+        Ok(served) => served.context("the listener failed")?,
         Err(_) => tracing::warn!(
             left = gateway.sessions.len(),
             "drain timeout: dropping the rest"
         ),
     }
-    let _ = subscriber.await;
+    if !subscriber_done {
+        if let Err(error) = subscriber.await {
+            failure.get_or_insert(subscriber_failure(Err(error)));
+        }
+    }
     tracing::info!("ws-gateway stopped");
-    Ok(())
+    failure.map_or(Ok(()), Err)
+}
+
+/// Why the subscriber task ended before the node stopped.
+fn subscriber_failure(joined: Result<(), tokio::task::JoinError>) -> anyhow::Error {
+    match joined {
+        Ok(()) => anyhow::anyhow!("the pub/sub subscriber stopped before the node"),
+        Err(error) if error.is_panic() => anyhow::anyhow!("the pub/sub subscriber panicked"),
+        Err(error) => anyhow::anyhow!("the pub/sub subscriber was cancelled: {error}"),
+    }
 }
 
 /// Accepts until `shutdown`: on the main runtime (`threads` 1), or handing

@@ -22,6 +22,7 @@ use crate::metrics;
 use leaderboard_hot as hot;
 use leaderboard_service::admin::{self, ReadyCheck};
 use leaderboard_service::http;
+use leaderboard_service::shutdown::Supervisor;
 use leaderboard_store::SharedStore;
 
 /// Tuning of the read API.
@@ -261,30 +262,37 @@ pub async fn run(
         .with_context(|| format!("cannot open the durable store `{store}`"))?;
     let cache = NodeCache::new(connection, Duration::from_millis(options.max_staleness_ms))
         .with_store(store.clone());
-    let follower = tokio::spawn(follow_notices(
-        cache.clone(),
-        redis_url.to_owned(),
-        shutdown.clone(),
-    ));
-    let app = app(cache, redis_url, Some(store), &options)?;
+    let app = app(cache.clone(), redis_url, Some(store), &options)?;
     let address = listener.local_addr()?;
     let threads = match options.http_threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         threads => threads,
     };
     tracing::info!(%address, threads, rate_limit = options.rate_limit, "leaderboard listening");
-    if threads == 1 {
-        serve_http1(listener, app, shutdown.clone()).await;
-    } else {
-        let serve =
-            move |stream, peer, shutdown| serve_connection(stream, peer, app.clone(), shutdown);
-        let permits = options.connections.permits();
-        http::serve_per_thread(listener, threads, permits, shutdown.clone(), serve).await?;
-    }
-    shutdown.cancel();
-    let _ = follower.await;
+    // The first task to fail stops the other and the process exits with it.
+    let mut tasks = Supervisor::new(shutdown.clone());
+    let (follower_stop, redis_url) = (shutdown.clone(), redis_url.to_owned());
+    tasks.spawn("the notice follower", async move {
+        follow_notices(cache, redis_url, follower_stop).await;
+        Ok(())
+    });
+    let server_stop = shutdown.clone();
+    tasks.spawn("the HTTP server", async move {
+        if threads == 1 {
+            serve_http1(listener, app, server_stop.clone()).await;
+        } else {
+            let serve =
+                move |stream, peer, shutdown| serve_connection(stream, peer, app.clone(), shutdown);
+            let permits = options.connections.permits();
+            http::serve_per_thread(listener, threads, permits, server_stop.clone(), serve).await?;
+        }
+        // The server ends on shutdown; make sure the follower does too.
+        server_stop.cancel();
+        Ok(())
+    });
+    let outcome = tasks.wait().await;
     tracing::info!("leaderboard stopped");
-    Ok(())
+    outcome
 }
 
 /// Serves one HTTP/1.1 connection until it ends, or, after `shutdown`, until

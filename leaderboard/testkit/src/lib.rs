@@ -79,9 +79,14 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// A server started with extra settings (`--requirepass`, …).
+    pub fn start_with(settings: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Redis::spawn(port, dir.path());
+        let child = Redis::spawn(port, dir.path(), settings);
         Redis {
             child,
             port,
@@ -89,7 +94,7 @@ impl Redis {
         }
     }
 
-    fn spawn(port: u16, dir: &Path) -> Child {
+    fn spawn(port: u16, dir: &Path, settings: &[&str]) -> Child {
         let mut child = Command::new(find_binary("redis-server", "REDIS_SERVER_BIN"))
             .args([
                 "--port",
@@ -103,6 +108,7 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(dir)
+            .args(settings)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -119,7 +125,7 @@ impl Redis {
 
     /// Starts an empty server again on the same port.
     pub fn restart(&mut self) {
-        self.child = Redis::spawn(self.port, self._dir.path());
+        self.child = Redis::spawn(self.port, self._dir.path(), &[]);
     }
 
     pub fn url(&self) -> String {
@@ -189,6 +195,12 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn start(broker: &Broker, redis: &Redis, store_dir: &Path, extra: &[&str]) -> Ingest {
+        Ingest::start_at(&broker.brokers(), &redis.url(), store_dir, extra)
+    }
+
+    /// `ingest run` against any broker and Redis address (a wrong password,
+    /// a broker that is not there, …).
+    pub fn start_at(brokers: &str, redis_url: &str, store_dir: &Path, extra: &[&str]) -> Ingest {
         let admin_port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -198,8 +210,8 @@ impl Ingest {
         let mut child = Command::new(workspace_binary("ingest"))
             .arg("run")
             .args(extra)
-            .env("KAFKA_BROKERS", broker.brokers())
-            .env("REDIS_URL", redis.url())
+            .env("KAFKA_BROKERS", brokers)
+            .env("REDIS_URL", redis_url)
             .env(
                 "STORE",
                 format!("file://{}", store_dir.join("store").display()),
@@ -243,6 +255,27 @@ impl Ingest {
 
     pub fn metrics(&self) -> String {
         http_get(self.admin_port, "/metrics")
+    }
+
+    /// `/readyz`: (status, body).
+    pub fn readiness(&self) -> (u16, String) {
+        let (status, _, body) = http(self.admin_port, "/readyz");
+        (status, body)
+    }
+
+    /// Waits up to `seconds` for the process to exit by itself.
+    pub fn wait_exit(&mut self, seconds: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingest did not exit within {seconds} s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
