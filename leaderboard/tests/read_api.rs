@@ -499,3 +499,77 @@ async fn every_status_is_counted_by_route() {
     }
     shutdown.cancel();
 }
+
+/// Sets one hash field of the hot state by hand, as a corruption would.
+async fn corrupt(fixture: &Fixture, command: &[&str]) {
+    let mut connection = fixture
+        .redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut cmd = redis::cmd(command[0]);
+    for arg in &command[1..] {
+        cmd.arg(*arg);
+    }
+    let _: redis::Value = cmd.query_async(&mut connection).await.unwrap();
+}
+
+fn corrupt_reads(port: u16) -> u64 {
+    let metrics = support::http_get(port, "/metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("leaderboard_corrupt_reads_total "))
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_values_in_redis_are_refused_counted_and_the_next_notice_serves_normally() {
+    let mut fixture = Fixture::new().await;
+    let (port, _, shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    // A team naming a player outside the 22-player squad.
+    corrupt(
+        &fixture,
+        &[
+            "HSET",
+            "lb:c:{c1}:teams",
+            "e5",
+            "0,1,2,3,4,5,6,7,8,9,99;0;1",
+        ],
+    )
+    .await;
+    let before = corrupt_reads(port);
+    let (status, _, body) = get(port, "/v1/contests/c1/entries/e5").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(
+        get(port, "/v1/contests/c1/entries/e6").await.0,
+        200,
+        "others still answer"
+    );
+    // A sorted-set score that is not a whole number of half-points.
+    corrupt(&fixture, &["ZADD", "lb:c:{c1}:ranks", "1000000.3", "e9"]).await;
+    let (status, _, body) = get(port, "/v1/contests/c1/leaderboard?limit=3").await;
+    assert_eq!(status, 503, "{body}");
+    // Meta that is not the writer's: unreadable player points.
+    corrupt(&fixture, &["HSET", "lb:c:{c1}:meta", "players", "not json"]).await;
+    corrupt(&fixture, &["PUBLISH", "lb:c:{c1}:changed", "{}"]).await;
+    wait_until(10, "the corrupt meta to be refused", || {
+        http(port, "/v1/contests/c1/entries/e6").0 == 503
+    });
+    assert!(corrupt_reads(port) >= before + 3, "each refusal is counted");
+    // The writer rewrites what it owns (a full refresh) and notices the
+    // contest: answers are normal again.
+    fixture.rebuild().await;
+    wait_until(10, "answers after the next notice", || {
+        http(port, "/v1/contests/c1/entries/e6").0 == 200
+    });
+    let (status, _, page) = get(port, "/v1/contests/c1/leaderboard?limit=3").await;
+    assert_eq!(status, 200, "{page}");
+    shutdown.cancel();
+}

@@ -993,3 +993,63 @@ async fn slow_clients_do_not_starve_the_gateway_and_are_closed_after_the_header_
     .unwrap();
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_team_in_redis_never_stops_a_room_from_updating() {
+    let mut fixture = Fixture::new().await;
+    let gateway = Gateway::start(&fixture.redis.url(), GatewayOptions::default()).await;
+    {
+        let mut connection = fixture
+            .redis
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        // A team naming a player outside the 22-player squad.
+        let _: () = redis::AsyncCommands::hset(
+            &mut connection,
+            "lb:c:{c1}:teams",
+            "e5",
+            "0,1,2,3,4,5,6,7,8,9,99;0;1",
+        )
+        .await
+        .unwrap();
+    }
+    let mut follower = Client::connect(gateway.port).await;
+    follower
+        .send(json!({"op":"subscribe","contest_id":"c1","top":3,"entry_id":"e5"}))
+        .await;
+    let first = follower.next().await;
+    assert_eq!(first["type"], "snapshot", "{first}");
+    assert!(
+        first.get("me").is_none_or(Value::is_null),
+        "no rank from a corrupt team: {first}"
+    );
+    let mut watcher = Client::connect(gateway.port).await;
+    watcher
+        .send(json!({"op":"subscribe","contest_id":"c1","top":3}))
+        .await;
+    let mut seen = version(&watcher.next().await);
+    // Ball after ball, the room keeps fanning out to both.
+    for ball in 0..3 {
+        fixture.next_ball("a1", "b1", 4).await;
+        let target = fixture.writer_version().await;
+        let update = watcher
+            .until("the next version", |frame| version(frame) >= target)
+            .await;
+        assert!(version(&update) > seen, "ball {ball}: the room moved on");
+        seen = version(&update);
+        follower
+            .until("the follower's next version", |frame| {
+                version(frame) >= target
+            })
+            .await;
+    }
+    let metrics = support::http_get(gateway.port, "/metrics");
+    let corrupt: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ws_corrupt_reads_total "))
+        .map_or(0, |count| count.trim().parse().unwrap());
+    assert!(corrupt >= 1, "the corrupt team was counted:\n{metrics}");
+    gateway.stop().await;
+}
