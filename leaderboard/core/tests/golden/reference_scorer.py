@@ -4,7 +4,10 @@ Written apart from the Rust engine, in another language, straight from the
 rules text; it produced ipl-points.json, the golden file the Rust tests compare
 with. Regenerate with:
 
-    python3 reference_scorer.py ../../../../shared/data/cricsheet/ipl > ipl-points.json
+    python3 reference_scorer.py ../../../../../shared/data/cricsheet/ipl > ipl-points.json
+
+`scripts/test` runs it on every test run and fails when its output and the
+golden file differ.
 """
 import collections
 import glob
