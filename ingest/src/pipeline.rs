@@ -2,7 +2,7 @@
 //! fed raw Kafka payloads, producing the store batch, the Redis updates and the
 //! dead letters of one consumer batch.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use leaderboard_core::contest::{Added, ContestMessage, ContestState};
@@ -89,6 +89,11 @@ pub struct Pipeline {
     matches: HashMap<MatchId, MatchScorer>,
     contests: HashMap<ContestId, ContestState>,
     contests_of_match: HashMap<MatchId, BTreeSet<ContestId>>,
+    /// Matches that ended and contests whose final standings are stored:
+    /// their state is dropped (nothing of them changes any more), only their
+    /// ids stay, so that late or repeated messages are recognised.
+    finished_matches: HashSet<MatchId>,
+    finished_contests: HashSet<ContestId>,
     // Work of the batch in progress.
     changed_matches: BTreeSet<MatchId>,
     ended_matches: BTreeSet<MatchId>,
@@ -103,6 +108,8 @@ impl Pipeline {
             matches: HashMap::new(),
             contests: HashMap::new(),
             contests_of_match: HashMap::new(),
+            finished_matches: HashSet::new(),
+            finished_contests: HashSet::new(),
             changed_matches: BTreeSet::new(),
             ended_matches: BTreeSet::new(),
             deltas: BTreeMap::new(),
@@ -113,6 +120,8 @@ impl Pipeline {
     /// Rebuilds every match and contest from the durable store.
     pub fn from_snapshot(rules: Arc<Rules>, snapshot: StoreSnapshot) -> anyhow::Result<Pipeline> {
         let mut pipeline = Pipeline::new(rules);
+        pipeline.finished_matches = snapshot.finished_matches.into_iter().collect();
+        pipeline.finished_contests = snapshot.finished_contests.into_iter().collect();
         for (match_id, events) in snapshot.match_events {
             let scorer = pipeline.scorer(&match_id);
             for event in &events {
@@ -210,6 +219,11 @@ impl Pipeline {
                 return self.dead_letter(message, topics::MATCH_EVENTS_DLQ, reason);
             }
         }
+        if self.finished_matches.contains(&event.match_id) {
+            // Its match_end is applied and stored: this is a repeat.
+            self.effects.counts.duplicates += 1;
+            return;
+        }
         let match_id = event.match_id.clone();
         let outcome = self.scorer(&match_id).apply(&event);
         match outcome {
@@ -234,6 +248,14 @@ impl Pipeline {
         };
         match parsed {
             ContestMessage::Contest(record) => {
+                if self.finished_contests.contains(&record.contest_id) {
+                    self.effects.counts.duplicates += 1;
+                    return;
+                }
+                if self.finished_matches.contains(&record.match_id) {
+                    let reason = format!("match `{}` has ended", record.match_id);
+                    return self.dead_letter(message, topics::CONTEST_ENTRIES_DLQ, reason);
+                }
                 if let Some(existing) = self.contests.get(&record.contest_id) {
                     if existing.record == record {
                         self.effects.counts.duplicates += 1;
@@ -262,6 +284,10 @@ impl Pipeline {
                 self.deltas.entry(contest_id).or_default().created = true;
             }
             ContestMessage::Entry(record) => {
+                if self.finished_contests.contains(&record.contest_id) {
+                    let reason = format!("contest `{}` has finished", record.contest_id);
+                    return self.dead_letter(message, topics::CONTEST_ENTRIES_DLQ, reason);
+                }
                 let Some(state) = self.contests.get_mut(&record.contest_id) else {
                     let reason = leaderboard_core::team::EntryError::UnknownContest(
                         record.contest_id.to_string(),
@@ -394,17 +420,44 @@ impl Pipeline {
             });
         }
         for contest_id in finals {
-            if let Some(state) = self.contests.get(&contest_id) {
+            // Its final standings go to the store in this batch; then the
+            // contest is dropped from memory.
+            if let Some(state) = self.contests.remove(&contest_id) {
                 self.effects
                     .store
                     .rank_snapshots
-                    .push(final_standings(state));
-                self.effects
-                    .finished
-                    .push((contest_id, state.match_id().clone()));
+                    .push(final_standings(&state));
+                let match_id = state.match_id().clone();
+                if let Some(contests) = self.contests_of_match.get_mut(&match_id) {
+                    contests.remove(&contest_id);
+                }
+                self.finished_contests.insert(contest_id.clone());
+                self.effects.finished.push((contest_id, match_id));
             }
         }
+        self.evict_finished_matches();
         std::mem::take(&mut self.effects)
+    }
+
+    /// Drops the scorer of every ended match none of whose contests is live.
+    fn evict_finished_matches(&mut self) {
+        let finished: Vec<MatchId> = self
+            .matches
+            .iter()
+            .filter(|(match_id, scorer)| {
+                scorer.is_ended()
+                    && self
+                        .contests_of_match
+                        .get(*match_id)
+                        .is_none_or(BTreeSet::is_empty)
+            })
+            .map(|(match_id, _)| match_id.clone())
+            .collect();
+        for match_id in finished {
+            self.matches.remove(&match_id);
+            self.contests_of_match.remove(&match_id);
+            self.finished_matches.insert(match_id);
+        }
     }
 
     /// Contests whose match has ended (their final standings are stored).
@@ -555,6 +608,71 @@ mod tests {
         serde_json::to_vec(&serde_json::json!({"v":1,"type":"delivery","match_id":"m1","seq":seq,"innings":1,"over":0,
             "delivery":{"batter":"a0","bowler":"b0","non_striker":"a1","runs":{"batter":runs,"extras":0,"total":runs}}}))
         .unwrap()
+    }
+
+    fn match_end(seq: u64) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"v":1,"type":"match_end","match_id":"m1","seq":seq}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_finished_contest_and_match_leave_memory_and_late_messages_are_recognised() {
+        let mut pipeline = Pipeline::new(Arc::new(Rules::t20_classic()));
+        let feed = |pipeline: &mut Pipeline, topic: &str, key: &str, payload: Vec<u8>| {
+            pipeline.handle(&message(topic, 0, key, payload));
+        };
+        feed(
+            &mut pipeline,
+            topics::CONTEST_ENTRIES,
+            "c1",
+            contest_message("c1"),
+        );
+        feed(
+            &mut pipeline,
+            topics::CONTEST_ENTRIES,
+            "c1",
+            entry_message("c1", "e1", "a0"),
+        );
+        feed(&mut pipeline, topics::MATCH_EVENTS, "m1", lineup());
+        feed(&mut pipeline, topics::MATCH_EVENTS, "m1", delivery(1, 4));
+        pipeline.finish_batch();
+        feed(&mut pipeline, topics::MATCH_EVENTS, "m1", match_end(2));
+        let effects = pipeline.finish_batch();
+        assert_eq!(
+            effects.store.rank_snapshots.len(),
+            1,
+            "final standings stored"
+        );
+        assert_eq!(effects.finished.len(), 1);
+        assert_eq!(pipeline.contests().count(), 0, "the contest left memory");
+        assert!(pipeline
+            .match_scorer(&MatchId::parse("m1").unwrap())
+            .is_none());
+        // Late: a repeated event, an entry, the contest again.
+        feed(&mut pipeline, topics::MATCH_EVENTS, "m1", delivery(1, 4));
+        feed(
+            &mut pipeline,
+            topics::CONTEST_ENTRIES,
+            "c1",
+            entry_message("c1", "e2", "a0"),
+        );
+        feed(
+            &mut pipeline,
+            topics::CONTEST_ENTRIES,
+            "c1",
+            contest_message("c1"),
+        );
+        let effects = pipeline.finish_batch();
+        assert_eq!(
+            effects.counts.duplicates, 2,
+            "the event and the contest repeat"
+        );
+        assert_eq!(effects.dead_letters.len(), 1);
+        assert!(effects.dead_letters[0].reason.contains("has finished"));
+        assert!(
+            effects.store.is_empty() && effects.contests.is_empty() && effects.matches.is_empty()
+        );
+        assert_eq!(pipeline.contests().count(), 0);
     }
 
     #[test]

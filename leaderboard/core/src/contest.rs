@@ -78,13 +78,13 @@ impl ContestMessage {
     }
 }
 
-/// One accepted entry in memory.
+/// One accepted entry in memory: its ids and its team as squad indexes
+/// (the record's eleven player names are not kept; the store has them).
 #[derive(Debug, Clone)]
 pub struct LiveEntry {
     pub entry_id: EntryId,
     pub user_id: UserId,
     pub team: Team,
-    pub record: EntryRecord,
 }
 
 /// An entry whose points moved, and where from.
@@ -148,7 +148,15 @@ impl ContestState {
     /// Validates and adds an entry; the contract's rejections are errors.
     pub fn add_entry(&mut self, record: EntryRecord) -> Result<Added, EntryError> {
         if let Some(&existing) = self.by_entry.get(&record.entry_id) {
-            return if self.entries[existing as usize].record == record {
+            // The same owner and the same team (players, captain, vice) is a
+            // producer's retry; anything else reuses the id.
+            let existing = &self.entries[existing as usize];
+            let same = existing.user_id == record.user_id
+                && self
+                    .squad
+                    .team(&record.players, &record.captain, &record.vice_captain)
+                    .is_ok_and(|team| team == existing.team);
+            return if same {
                 Ok(Added::Duplicate)
             } else {
                 Err(EntryError::DuplicateEntry(record.entry_id.to_string()))
@@ -167,10 +175,9 @@ impl ContestState {
         self.by_entry
             .insert(record.entry_id.clone(), self.entries.len() as u32);
         self.entries.push(LiveEntry {
-            entry_id: record.entry_id.clone(),
-            user_id: record.user_id.clone(),
+            entry_id: record.entry_id,
+            user_id: record.user_id,
             team,
-            record,
         });
         self.points.push(points);
         self.histogram.add(points);

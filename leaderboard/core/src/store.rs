@@ -124,14 +124,20 @@ impl RankSnapshot {
     }
 }
 
-/// The whole durable state, as `ingest run` rebuilds from it.
+/// The live durable state, as `ingest run` rebuilds from it: everything of
+/// the matches that have not ended, and only the ids of those that have (their
+/// final standings are rank snapshots; nothing of them is live any more).
 #[derive(Debug, Clone, Default)]
 pub struct StoreSnapshot {
     pub contests: Vec<(ContestRecord, u64)>,
     /// Entries per contest, in the order they were accepted.
     pub entries: BTreeMap<ContestId, Vec<EntryRecord>>,
-    /// The applied events of every match, by `seq`.
+    /// The applied events of every unfinished match, by `seq`.
     pub match_events: BTreeMap<MatchId, Vec<MatchEvent>>,
+    /// Matches whose `match_end` is stored.
+    pub finished_matches: std::collections::BTreeSet<MatchId>,
+    /// Contests whose final standings are stored.
+    pub finished_contests: std::collections::BTreeSet<ContestId>,
 }
 
 /// What a store operation returns: a boxed future, so that the port is
@@ -143,7 +149,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 pub trait DurableStore: Send + Sync + std::fmt::Debug + 'static {
     /// Writes a batch atomically: all of it or none.
     fn apply(&self, batch: StoreBatch) -> StoreFuture<'_, ()>;
-    /// Reads everything back.
+    /// Reads back the live state: the unfinished matches' events, contests
+    /// and entries, and the ids of what has finished.
     fn load(&self) -> StoreFuture<'_, StoreSnapshot>;
     /// Answers when the store is usable (for `/readyz`).
     fn ping(&self) -> StoreFuture<'_, ()>;

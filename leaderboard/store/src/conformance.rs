@@ -17,6 +17,7 @@ pub async fn run_all<S: DurableStore, F: Fn() -> S>(open: F) {
     an_empty_store_is_empty(&open()).await;
     batches_load_back_in_order(&open()).await;
     rank_snapshots_page_rank_and_expire(&open()).await;
+    finished_matches_load_only_their_ids(&open()).await;
 }
 
 fn contest(id: &str) -> ContestRecord {
@@ -90,11 +91,16 @@ pub async fn batches_load_back_in_order<S: DurableStore>(store: &S) {
         })
         .await
         .expect("first batch");
-    let end = event(1, EventBody::MatchEnd {});
+    let correction = event(
+        1,
+        EventBody::Lineup {
+            teams: BTreeMap::from([("A".to_owned(), vec!["a1".to_owned()])]),
+        },
+    );
     store
         .apply(StoreBatch {
             entries: vec![entry("c1", "e1")],
-            match_events: vec![end.clone()],
+            match_events: vec![correction.clone()],
             contest_versions: vec![
                 (ContestId::parse("c1").unwrap(), 2),
                 (ContestId::parse("c2").unwrap(), 1),
@@ -126,7 +132,80 @@ pub async fn batches_load_back_in_order<S: DurableStore>(store: &S) {
     assert_eq!(order("c2"), ["e1"]);
     assert_eq!(
         loaded.match_events[&MatchId::parse("m1").unwrap()],
-        [lineup, end]
+        [lineup, correction]
+    );
+    assert!(loaded.finished_matches.is_empty() && loaded.finished_contests.is_empty());
+}
+
+/// A finished match is not loaded again (start-up reads only what is live),
+/// but its id and its contests' ids are, and its final standings stay.
+pub async fn finished_matches_load_only_their_ids<S: DurableStore>(store: &S) {
+    let other = MatchEvent {
+        match_id: MatchId::parse("m2").unwrap(),
+        ..event(0, EventBody::MatchEnd {})
+    };
+    let mut live = contest("c9");
+    live.match_id = MatchId::parse("m3").unwrap();
+    store
+        .apply(StoreBatch {
+            contests: vec![contest("c1"), contest("c2"), live],
+            entries: vec![entry("c1", "e1"), entry("c2", "e2"), entry("c9", "e9")],
+            match_events: vec![
+                event(
+                    0,
+                    EventBody::Lineup {
+                        teams: BTreeMap::from([("A".to_owned(), vec!["a0".to_owned()])]),
+                    },
+                ),
+                other,
+            ],
+            ..StoreBatch::default()
+        })
+        .await
+        .expect("live batch");
+    // m1 ends; c1's final standings are written in the same batch.
+    store
+        .apply(StoreBatch {
+            match_events: vec![event(1, EventBody::MatchEnd {})],
+            rank_snapshots: vec![snapshot(4, &[("e1", 10)])],
+            ..StoreBatch::default()
+        })
+        .await
+        .expect("end batch");
+    let loaded = store.load().await.expect("load");
+    let ids: Vec<String> = loaded
+        .contests
+        .iter()
+        .map(|(record, _)| record.contest_id.to_string())
+        .collect();
+    assert_eq!(ids, ["c9"], "only the contest of the unfinished match");
+    assert_eq!(
+        loaded
+            .entries
+            .keys()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["c9"]
+    );
+    assert!(loaded.match_events.is_empty(), "m1 and m2 have ended");
+    let finished: Vec<String> = loaded
+        .finished_matches
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(finished, ["m1", "m2"]);
+    let finished: Vec<String> = loaded
+        .finished_contests
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(finished, ["c1"]);
+    let c1 = ContestId::parse("c1").unwrap();
+    let latest = store.latest_rank_snapshot(&c1).await.expect("latest");
+    assert_eq!(
+        latest.map(|info| info.version),
+        Some(4),
+        "final standings kept"
     );
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use leaderboard_core::contest::{ContestRecord, EntryRecord};
-use leaderboard_core::event::MatchEvent;
+use leaderboard_core::event::{EventBody, MatchEvent};
 use leaderboard_core::ids::{ContestId, EntryId, MatchId};
 use leaderboard_core::points::TeamPoints;
 use leaderboard_core::store::{
@@ -70,6 +70,19 @@ CREATE TABLE IF NOT EXISTS rank_rows (
 ) WITHOUT ROWID;
 -- An entry's rank in any snapshot, and its history across snapshots.
 CREATE INDEX IF NOT EXISTS rank_rows_by_entry ON rank_rows (contest_id, entry_id, version);
+-- What has finished is not loaded at start-up (only its id is).
+CREATE TABLE IF NOT EXISTS finished_matches (
+    match_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS finished_contests (
+    contest_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
+-- Stores written before these tables existed.
+INSERT OR IGNORE INTO finished_matches
+    SELECT DISTINCT match_id FROM match_events
+    WHERE CAST(event AS TEXT) LIKE '%\"type\":\"match_end\"%';
+INSERT OR IGNORE INTO finished_contests
+    SELECT DISTINCT contest_id FROM rank_snapshots WHERE source = 'final';
 ";
 
 #[derive(Debug, Clone)]
@@ -178,6 +191,16 @@ impl EmbeddedStore {
                     .execute(params![event.match_id.as_str(), event.seq, event.to_json()])
                     .map_err(&write)?;
             }
+            let mut finish = txn
+                .prepare_cached("INSERT OR IGNORE INTO finished_matches (match_id) VALUES (?1)")
+                .map_err(&write)?;
+            for event in &batch.match_events {
+                if matches!(event.body, EventBody::MatchEnd {}) {
+                    finish
+                        .execute(params![event.match_id.as_str()])
+                        .map_err(&write)?;
+                }
+            }
             let mut upsert = txn
                 .prepare_cached(
                     "INSERT INTO contest_versions (contest_id, version) VALUES (?1, ?2)
@@ -192,6 +215,14 @@ impl EmbeddedStore {
         }
         for snapshot in &batch.rank_snapshots {
             Self::put_snapshot(&txn, snapshot)?;
+            if snapshot.info.source == "final" {
+                txn.prepare_cached(
+                    "INSERT OR IGNORE INTO finished_contests (contest_id) VALUES (?1)",
+                )
+                .map_err(&write)?
+                .execute(params![snapshot.info.contest_id.as_str()])
+                .map_err(&write)?;
+            }
         }
         txn.commit().map_err(&write)
     }
@@ -273,10 +304,30 @@ impl EmbeddedStore {
         let txn = connection.transaction().map_err(&read)?;
         let mut snapshot = StoreSnapshot::default();
         {
+            let mut finished = txn
+                .prepare("SELECT match_id FROM finished_matches")
+                .map_err(&read)?;
+            let mut rows = finished.query([]).map_err(&read)?;
+            while let Some(row) = rows.next().map_err(&read)? {
+                let match_id: String = row.get(0).map_err(&read)?;
+                let match_id = id("finished match", MatchId::parse, &match_id)?;
+                snapshot.finished_matches.insert(match_id);
+            }
+            let mut finished = txn
+                .prepare("SELECT contest_id FROM finished_contests")
+                .map_err(&read)?;
+            let mut rows = finished.query([]).map_err(&read)?;
+            while let Some(row) = rows.next().map_err(&read)? {
+                let contest: String = row.get(0).map_err(&read)?;
+                let contest = id("finished contest", ContestId::parse, &contest)?;
+                snapshot.finished_contests.insert(contest);
+            }
+
             let mut contests = txn
                 .prepare(
                     "SELECT c.contest_id, c.record, COALESCE(v.version, 0)
                      FROM contests c LEFT JOIN contest_versions v USING (contest_id)
+                     WHERE c.contest_id NOT IN (SELECT contest_id FROM finished_contests)
                      ORDER BY c.contest_id",
                 )
                 .map_err(&read)?;
@@ -287,11 +338,24 @@ impl EmbeddedStore {
                 let version: u64 = row.get(2).map_err(&read)?;
                 let record: ContestRecord = serde_json::from_slice(&record)
                     .map_err(corrupt(format!("contest {contest}")))?;
-                snapshot.contests.push((record, version));
+                // A contest created after its match ended has no final
+                // standings of its own; it is not live either.
+                if !snapshot.finished_matches.contains(&record.match_id) {
+                    snapshot.contests.push((record, version));
+                }
             }
 
+            let live: std::collections::HashSet<ContestId> = snapshot
+                .contests
+                .iter()
+                .map(|(record, _)| record.contest_id.clone())
+                .collect();
             let mut entries = txn
-                .prepare("SELECT contest_id, seq, record FROM entries ORDER BY contest_id, seq")
+                .prepare(
+                    "SELECT contest_id, seq, record FROM entries
+                     WHERE contest_id NOT IN (SELECT contest_id FROM finished_contests)
+                     ORDER BY contest_id, seq",
+                )
                 .map_err(&read)?;
             let mut rows = entries.query([]).map_err(&read)?;
             while let Some(row) = rows.next().map_err(&read)? {
@@ -301,11 +365,17 @@ impl EmbeddedStore {
                 let record: EntryRecord = serde_json::from_slice(&record)
                     .map_err(corrupt(format!("entry {contest}/{seq}")))?;
                 let contest = id("entry key", ContestId::parse, &contest)?;
-                snapshot.entries.entry(contest).or_default().push(record);
+                if live.contains(&contest) {
+                    snapshot.entries.entry(contest).or_default().push(record);
+                }
             }
 
             let mut events = txn
-                .prepare("SELECT match_id, seq, event FROM match_events ORDER BY match_id, seq")
+                .prepare(
+                    "SELECT match_id, seq, event FROM match_events
+                     WHERE match_id NOT IN (SELECT match_id FROM finished_matches)
+                     ORDER BY match_id, seq",
+                )
                 .map_err(&read)?;
             let mut rows = events.query([]).map_err(&read)?;
             while let Some(row) = rows.next().map_err(&read)? {
