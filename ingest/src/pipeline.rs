@@ -94,6 +94,10 @@ pub struct Pipeline {
     /// ids stay, so that late or repeated messages are recognised.
     finished_matches: HashSet<MatchId>,
     finished_contests: HashSet<ContestId>,
+    /// Contests whose final standings are stored but which stay in memory a
+    /// while (see [`Pipeline::evict_finished`]): entries produced before the
+    /// match ended may still be consumed after it, from another partition.
+    finalized: HashMap<ContestId, std::time::Instant>,
     // Work of the batch in progress.
     changed_matches: BTreeSet<MatchId>,
     ended_matches: BTreeSet<MatchId>,
@@ -110,6 +114,7 @@ impl Pipeline {
             contests_of_match: HashMap::new(),
             finished_matches: HashSet::new(),
             finished_contests: HashSet::new(),
+            finalized: HashMap::new(),
             changed_matches: BTreeSet::new(),
             ended_matches: BTreeSet::new(),
             deltas: BTreeMap::new(),
@@ -420,23 +425,43 @@ impl Pipeline {
             });
         }
         for contest_id in finals {
-            // Its final standings go to the store in this batch; then the
-            // contest is dropped from memory.
-            if let Some(state) = self.contests.remove(&contest_id) {
+            if let Some(state) = self.contests.get(&contest_id) {
                 self.effects
                     .store
                     .rank_snapshots
-                    .push(final_standings(&state));
-                let match_id = state.match_id().clone();
-                if let Some(contests) = self.contests_of_match.get_mut(&match_id) {
-                    contests.remove(&contest_id);
-                }
-                self.finished_contests.insert(contest_id.clone());
-                self.effects.finished.push((contest_id, match_id));
+                    .push(final_standings(state));
+                self.effects
+                    .finished
+                    .push((contest_id.clone(), state.match_id().clone()));
+                self.finalized.insert(contest_id, std::time::Instant::now());
             }
         }
-        self.evict_finished_matches();
         std::mem::take(&mut self.effects)
+    }
+
+    /// Drops from memory every contest whose final standings were stored
+    /// before `finalized_before`, and then every ended match none of whose
+    /// contests is left; only their ids stay, so that a late entry goes to
+    /// the dead-letter topic and a repeated event counts as a duplicate.
+    /// Returns how many contests left.
+    pub fn evict_finished(&mut self, finalized_before: std::time::Instant) -> usize {
+        let done: Vec<ContestId> = self
+            .finalized
+            .iter()
+            .filter(|(_, at)| **at < finalized_before)
+            .map(|(contest_id, _)| contest_id.clone())
+            .collect();
+        for contest_id in &done {
+            self.finalized.remove(contest_id);
+            if let Some(state) = self.contests.remove(contest_id) {
+                if let Some(contests) = self.contests_of_match.get_mut(state.match_id()) {
+                    contests.remove(contest_id);
+                }
+            }
+            self.finished_contests.insert(contest_id.clone());
+        }
+        self.evict_finished_matches();
+        done.len()
     }
 
     /// Drops the scorer of every ended match none of whose contests is live.
@@ -644,6 +669,22 @@ mod tests {
             "final standings stored"
         );
         assert_eq!(effects.finished.len(), 1);
+        // A late entry (consumed after the end from another partition) is
+        // still taken while the contest stays, and the standings rewritten.
+        feed(
+            &mut pipeline,
+            topics::CONTEST_ENTRIES,
+            "c1",
+            entry_message("c1", "e3", "a0"),
+        );
+        let effects = pipeline.finish_batch();
+        assert_eq!(effects.store.entries.len(), 1);
+        assert_eq!(
+            effects.store.rank_snapshots.len(),
+            1,
+            "final standings rewritten"
+        );
+        assert_eq!(pipeline.evict_finished(std::time::Instant::now()), 1);
         assert_eq!(pipeline.contests().count(), 0, "the contest left memory");
         assert!(pipeline
             .match_scorer(&MatchId::parse("m1").unwrap())

@@ -65,6 +65,12 @@ pub struct RunArgs {
     /// final standings in the durable store.
     #[arg(long, env = "HOT_RETENTION_SECS", default_value_t = 21_600)]
     pub hot_retention_secs: u64,
+    /// Seconds a contest stays in memory after its final standings are
+    /// stored (entries produced before the match ended may still arrive from
+    /// another partition and are then taken); after that it is dropped, and
+    /// later entries go to the dead-letter topic.
+    #[arg(long, env = "KEEP_FINISHED_SECS", default_value_t = 600)]
+    pub keep_finished_secs: u64,
     /// Kafka consumer group.
     #[arg(long, env = "KAFKA_GROUP", default_value = "ingest")]
     pub group: String,
@@ -322,6 +328,13 @@ async fn consume(
             _ = retrier.shutdown.cancelled() => break,
             _ = alive_check.tick() => {
                 check_alive(&pipeline, &mut hot, retrier).await?;
+                let grace = Duration::from_secs(args.keep_finished_secs);
+                if let Some(before) = Instant::now().checked_sub(grace) {
+                    let evicted = pipeline.evict_finished(before);
+                    if evicted > 0 {
+                        tracing::info!(contests = evicted, "finished contests left memory");
+                    }
+                }
                 continue;
             }
             received = consumer.recv() => received,
@@ -352,24 +365,33 @@ async fn consume(
                 .with_label_values(&[message.topic.as_str()])
                 .inc();
         }
-        // Scoring, re-ranking every entry of every touched contest and
-        // sorting final standings is CPU work: it runs on a blocking thread,
-        // so the admin routes and the consumer's I/O never wait behind it.
-        let (returned, batch, effects) = tokio::task::spawn_blocking(move || {
-            for message in &batch {
-                pipeline.handle(message);
-            }
-            let effects = pipeline.finish_batch();
-            (pipeline, batch, effects)
-        })
-        .await
-        .map_err(|error| Stop::Failed(anyhow::anyhow!("applying a batch panicked: {error}")))?;
+        let (returned, batch, effects) =
+            apply_batch(pipeline, batch).await.map_err(Stop::Failed)?;
         pipeline = returned;
         write_effects(&store, &pipeline, &mut hot, &producer, effects, retrier).await?;
         metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
         commit(&consumer, &batch);
     }
     Ok(())
+}
+
+/// Applies a batch to the pipeline and returns the pipeline, the batch and
+/// its effects. Scoring, re-ranking every entry of every touched contest and
+/// sorting final standings is CPU work: it runs on a blocking thread, so the
+/// admin routes and the consumer's I/O never wait behind it.
+pub async fn apply_batch(
+    mut pipeline: Pipeline,
+    batch: Vec<Incoming>,
+) -> anyhow::Result<(Pipeline, Vec<Incoming>, Effects)> {
+    tokio::task::spawn_blocking(move || {
+        for message in &batch {
+            pipeline.handle(message);
+        }
+        let effects = pipeline.finish_batch();
+        (pipeline, batch, effects)
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("applying a batch panicked: {error}"))
 }
 
 fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {

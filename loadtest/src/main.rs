@@ -5,6 +5,7 @@
 
 mod api_bench;
 mod latency;
+mod memory;
 mod ws_bench;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
     WsFanout(ws_bench::FanoutArgs),
     /// Follow a contest through the gateway like a player; one line per frame.
     WsWatch(ws_bench::WatchArgs),
+    /// Resident memory of ingest's live state per entry (a contest of N entries, balls applied).
+    IngestMemory(memory::IngestMemoryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +93,9 @@ async fn main() -> anyhow::Result<()> {
         Command::BareServer(args) => api_bench::bare_server(args).await,
         Command::WsFanout(args) => ws_bench::fanout(args).await,
         Command::WsWatch(args) => ws_bench::watch(args).await,
+        Command::IngestMemory(args) => {
+            tokio::task::spawn_blocking(move || memory::ingest_memory(args)).await?
+        }
     }
 }
 

@@ -308,15 +308,16 @@ impl Hub {
         }
     }
 
-    /// A version notice: the room refreshes once, however many notices come.
-    pub fn notice(&self, contest_id: &ContestId, version: u64) {
+    /// A contest's change notice: the room refreshes once, however many
+    /// notices come while it reads. The notice's version is not compared:
+    /// a large contest announces the same version twice (once for its
+    /// histogram, once when its sorted set has caught up), and both must be
+    /// read.
+    pub fn notice(&self, contest_id: &ContestId) {
         let mut rooms = self.rooms();
         let Some(room) = rooms.get_mut(contest_id) else {
             return;
         };
-        // Every notice is read: a large contest announces the same version
-        // twice, once for its histogram and once its sorted set caught up.
-        let _ = version;
         room.noticed_at.get_or_insert_with(Instant::now);
         if room.mark_stale() {
             drop(rooms);

@@ -1,8 +1,9 @@
 //! A connection's bounded outbox.
 //!
-//! The hub never writes to a socket: it leaves the newest state of each
-//! contest in the client's outbox, and the session writes when the socket
-//! takes it. A contest holds at most one pending frame (a newer state replaces
+//! The hub leaves the newest state of each contest in the client's outbox,
+//! and the session writes when the socket takes it, except for a client that
+//! is caught up, whose state the fan-out writes straight into its socket (see
+//! below). A contest holds at most one pending frame (a newer state replaces
 //! an unsent one, which then goes out as a `snapshot`: the client fell behind),
 //! and the control queue (pongs, errors, acknowledgements) is bounded, so a
 //! slow client costs a fixed amount of memory and never delays anyone else.

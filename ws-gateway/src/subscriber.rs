@@ -98,7 +98,7 @@ async fn apply(sink: &mut PubSubSink, hub: &Hub, change: Channel) -> redis::Redi
 fn on_message(hub: &Hub, message: &redis::Msg) {
     let payload: Result<ContestChanged, _> = serde_json::from_slice(message.get_payload_bytes());
     match payload {
-        Ok(notice) => hub.notice(&notice.contest_id, notice.version),
+        Ok(notice) => hub.notice(&notice.contest_id),
         Err(error) => {
             // Not a notice we know: re-read the contest the channel names.
             tracing::warn!(channel = message.get_channel_name(), %error, "unreadable notice");
