@@ -9,7 +9,7 @@ use leaderboard_testkit as support;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use leaderboard::api::server::ServeOptions;
+use support::ServeOptions;
 use leaderboard_core::TeamPoints;
 use serde_json::{json, Value};
 use support::fixture::Fixture;

@@ -13,6 +13,9 @@ use tempfile::TempDir;
 
 pub mod fixture;
 
+/// The read API's options, for tests of other crates that serve it beside them.
+pub use leaderboard::api::server::ServeOptions;
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
