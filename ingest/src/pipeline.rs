@@ -53,6 +53,20 @@ pub struct Incoming {
     pub payload: Vec<u8>,
 }
 
+impl Incoming {
+    /// A keyed message at partition 0, offset 0 (for feeding the pipeline
+    /// without a broker: tests and measurements).
+    pub fn keyed(topic: &str, key: &str, payload: Vec<u8>) -> Incoming {
+        Incoming {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset: 0,
+            key: Some(key.as_bytes().to_vec()),
+            payload,
+        }
+    }
+}
+
 /// What a batch did, for metrics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {

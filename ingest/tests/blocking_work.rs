@@ -20,16 +20,6 @@ use leaderboard_testkit as support;
 
 const ENTRIES: usize = 1_000_000;
 
-fn message(topic: &str, key: &str, payload: Vec<u8>) -> Incoming {
-    Incoming {
-        topic: topic.to_owned(),
-        partition: 0,
-        offset: 0,
-        key: Some(key.as_bytes().to_vec()),
-        payload,
-    }
-}
-
 #[test]
 fn healthz_answers_while_a_million_entries_are_re_ranked() {
     let path = support::ipl_dir().join("1136561.json");
@@ -42,13 +32,13 @@ fn healthz_answers_while_a_million_entries_are_re_ranked() {
         ENTRIES as u64,
     );
     let mut pipeline = Pipeline::new(Arc::new(Rules::t20_classic()));
-    pipeline.handle(&message(
+    pipeline.handle(&Incoming::keyed(
         topics::CONTEST_ENTRIES,
         "mega",
         ContestMessage::Contest(record.clone()).to_json(),
     ));
     for entry in contests::entries(&record, ENTRIES, 5) {
-        pipeline.handle(&message(
+        pipeline.handle(&Incoming::keyed(
             topics::CONTEST_ENTRIES,
             "mega",
             ContestMessage::Entry(entry).to_json(),
@@ -108,7 +98,11 @@ fn healthz_answers_while_a_million_entries_are_re_ranked() {
     // Balls that move points: each re-ranks every entry of the contest.
     let started = Instant::now();
     for event in events.iter().take(40) {
-        let batch = vec![message(topics::MATCH_EVENTS, "1136561", event.to_json())];
+        let batch = vec![Incoming::keyed(
+            topics::MATCH_EVENTS,
+            "1136561",
+            event.to_json(),
+        )];
         // On the runtime's only worker, as the consumer task runs in `ingest run`.
         let applied = runtime.spawn(apply_batch(pipeline, batch));
         let (returned, _, _) = runtime.block_on(applied).unwrap().unwrap();

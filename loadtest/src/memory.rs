@@ -38,16 +38,6 @@ fn resident_bytes() -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-fn message(topic: &str, key: &str, payload: Vec<u8>) -> Incoming {
-    Incoming {
-        topic: topic.to_owned(),
-        partition: 0,
-        offset: 0,
-        key: Some(key.as_bytes().to_vec()),
-        payload,
-    }
-}
-
 pub fn ingest_memory(args: IngestMemoryArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.match_file)
         .with_context(|| format!("cannot read {}", args.match_file.display()))?;
@@ -61,7 +51,7 @@ pub fn ingest_memory(args: IngestMemoryArgs) -> anyhow::Result<()> {
         args.entries as u64,
     );
     let mut pipeline = Pipeline::new(Arc::new(Rules::t20_classic()));
-    pipeline.handle(&message(
+    pipeline.handle(&Incoming::keyed(
         topics::CONTEST_ENTRIES,
         "memory",
         ContestMessage::Contest(record.clone()).to_json(),
@@ -79,7 +69,7 @@ pub fn ingest_memory(args: IngestMemoryArgs) -> anyhow::Result<()> {
             .enumerate()
         {
             entry.entry_id = EntryId::parse(&format!("e{}", added + n + 1))?;
-            pipeline.handle(&message(
+            pipeline.handle(&Incoming::keyed(
                 topics::CONTEST_ENTRIES,
                 "memory",
                 ContestMessage::Entry(entry).to_json(),
@@ -92,7 +82,7 @@ pub fn ingest_memory(args: IngestMemoryArgs) -> anyhow::Result<()> {
         }
     }
     for event in cricsheet.events(&match_id, None).iter().take(args.balls) {
-        pipeline.handle(&message(
+        pipeline.handle(&Incoming::keyed(
             topics::MATCH_EVENTS,
             match_id.as_str(),
             event.to_json(),

@@ -9,10 +9,10 @@ use leaderboard_testkit as support;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use support::ServeOptions;
 use leaderboard_core::TeamPoints;
 use serde_json::{json, Value};
 use support::fixture::Fixture;
+use support::ServeOptions;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -571,10 +571,7 @@ impl GatewayProcess {
 
     /// A counter of this process's `/metrics`, 0 while it has no sample.
     fn counter(&self, series: &str) -> f64 {
-        support::http_get(self.port, "/metrics")
-            .lines()
-            .find_map(|line| line.strip_prefix(series))
-            .map_or(0.0, |value| value.trim().parse().unwrap())
+        support::metric(self.port, series)
     }
 }
 
@@ -1074,11 +1071,7 @@ async fn a_corrupt_team_in_redis_never_stops_a_room_from_updating() {
             })
             .await;
     }
-    let metrics = support::http_get(gateway.port, "/metrics");
-    let corrupt: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("ws_corrupt_reads_total "))
-        .map_or(0, |count| count.trim().parse().unwrap());
-    assert!(corrupt >= 1, "the corrupt team was counted:\n{metrics}");
+    let corrupt = support::metric(gateway.port, "ws_corrupt_reads_total ");
+    assert!(corrupt >= 1.0, "the corrupt team was counted");
     gateway.stop().await;
 }

@@ -270,20 +270,32 @@ impl RouteLabel {
         }
     }
 
-    /// The route of a raw request path (undecoded; shape only).
+    /// The route of a raw request path (undecoded; shape only). No
+    /// allocation: it runs for every request.
     pub(crate) fn of(path: &str) -> RouteLabel {
+        let segment = |text: &str| !text.is_empty() && !text.contains('/');
         if let Some(rest) = path.strip_prefix("/v1/contests/") {
-            let segments: Vec<&str> = rest.split('/').collect();
-            return match segments.as_slice() {
-                [_, "leaderboard"] => RouteLabel::Leaderboard,
-                [_, "entries", _] => RouteLabel::Entry,
-                [_, "entries", _, "around"] => RouteLabel::Around,
+            let Some((contest, tail)) = rest.split_once('/') else {
+                return RouteLabel::Other;
+            };
+            if !segment(contest) {
+                return RouteLabel::Other;
+            }
+            if tail == "leaderboard" {
+                return RouteLabel::Leaderboard;
+            }
+            let Some(entry) = tail.strip_prefix("entries/") else {
+                return RouteLabel::Other;
+            };
+            return match entry.strip_suffix("/around") {
+                Some(entry) if segment(entry) => RouteLabel::Around,
+                _ if segment(entry) => RouteLabel::Entry,
                 _ => RouteLabel::Other,
             };
         }
         if let Some(rest) = path.strip_prefix("/v1/matches/") {
-            return match rest.split('/').collect::<Vec<_>>().as_slice() {
-                [_, "players"] => RouteLabel::Players,
+            return match rest.strip_suffix("/players") {
+                Some(id) if segment(id) => RouteLabel::Players,
                 _ => RouteLabel::Other,
             };
         }
@@ -471,4 +483,28 @@ pub async fn match_players(
         MatchId::parse(&match_id).map_err(|error| ApiError::bad_request(error.to_string()))?;
     let players = state.cache.match_players(&match_id).await?;
     Ok(json_response(&*players))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteLabel;
+
+    #[test]
+    fn request_paths_are_labelled_by_route() {
+        for (path, route) in [
+            ("/v1/contests/c1/leaderboard", RouteLabel::Leaderboard),
+            ("/v1/contests/c1/entries/e7", RouteLabel::Entry),
+            ("/v1/contests/c1/entries/e7/around", RouteLabel::Around),
+            ("/v1/matches/m1/players", RouteLabel::Players),
+            ("/v1/openapi.json", RouteLabel::OpenApi),
+            ("/readyz", RouteLabel::Admin),
+            ("/v1/contests//leaderboard", RouteLabel::Other),
+            ("/v1/contests/c1/entries/", RouteLabel::Other),
+            ("/v1/contests/c1/entries/a/b", RouteLabel::Other),
+            ("/v1/matches/m1/x", RouteLabel::Other),
+            ("/nothing", RouteLabel::Other),
+        ] {
+            assert_eq!(RouteLabel::of(path), route, "{path}");
+        }
+    }
 }

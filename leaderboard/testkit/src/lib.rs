@@ -444,3 +444,12 @@ pub fn closed_by_server(streams: &mut [TcpStream]) -> usize {
         })
         .count()
 }
+
+/// A sample of the Prometheus text at `port`'s `/metrics`: the value after
+/// `series` (a metric name with its labels, then a space), 0 while absent.
+pub fn metric(port: u16, series: &str) -> f64 {
+    http_get(port, "/metrics")
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
