@@ -112,6 +112,10 @@ pub struct Pipeline {
     /// while (see [`Pipeline::evict_finished`]): entries produced before the
     /// match ended may still be consumed after it, from another partition.
     finalized: HashMap<ContestId, std::time::Instant>,
+    /// When each ended match still in memory ended (its scorer stays as long
+    /// as its contests, and at least as long: a contest produced before the
+    /// end may be consumed after it).
+    ended_at: HashMap<MatchId, std::time::Instant>,
     // Work of the batch in progress.
     changed_matches: BTreeSet<MatchId>,
     ended_matches: BTreeSet<MatchId>,
@@ -129,6 +133,7 @@ impl Pipeline {
             finished_matches: HashSet::new(),
             finished_contests: HashSet::new(),
             finalized: HashMap::new(),
+            ended_at: HashMap::new(),
             changed_matches: BTreeSet::new(),
             ended_matches: BTreeSet::new(),
             deltas: BTreeMap::new(),
@@ -173,6 +178,22 @@ impl Pipeline {
                 .or_default()
                 .insert(contest_id.clone());
             pipeline.contests.insert(contest_id, state);
+        }
+        // Loaded matches that have ended (within the keep-finished window):
+        // their clock starts again now.
+        let now = std::time::Instant::now();
+        for (match_id, scorer) in &pipeline.matches {
+            if scorer.is_ended() {
+                pipeline.ended_at.insert(match_id.clone(), now);
+                for contest_id in pipeline
+                    .contests_of_match
+                    .get(match_id)
+                    .into_iter()
+                    .flatten()
+                {
+                    pipeline.finalized.insert(contest_id.clone(), now);
+                }
+            }
         }
         Ok(pipeline)
     }
@@ -342,6 +363,9 @@ impl Pipeline {
     pub fn finish_batch(&mut self) -> Effects {
         let mut finals: BTreeSet<ContestId> = BTreeSet::new();
         for match_id in std::mem::take(&mut self.ended_matches) {
+            self.ended_at
+                .entry(match_id.clone())
+                .or_insert_with(std::time::Instant::now);
             finals.extend(
                 self.contests_of_match
                     .get(&match_id)
@@ -474,17 +498,22 @@ impl Pipeline {
             }
             self.finished_contests.insert(contest_id.clone());
         }
-        self.evict_finished_matches();
+        self.evict_finished_matches(finalized_before);
         done.len()
     }
 
-    /// Drops the scorer of every ended match none of whose contests is live.
-    fn evict_finished_matches(&mut self) {
+    /// Drops the scorer of every match that ended before `ended_before` and
+    /// none of whose contests is in memory.
+    fn evict_finished_matches(&mut self, ended_before: std::time::Instant) {
         let finished: Vec<MatchId> = self
             .matches
             .iter()
             .filter(|(match_id, scorer)| {
                 scorer.is_ended()
+                    && self
+                        .ended_at
+                        .get(*match_id)
+                        .is_none_or(|at| *at < ended_before)
                     && self
                         .contests_of_match
                         .get(*match_id)
@@ -493,6 +522,7 @@ impl Pipeline {
             .map(|(match_id, _)| match_id.clone())
             .collect();
         for match_id in finished {
+            self.ended_at.remove(&match_id);
             self.matches.remove(&match_id);
             self.contests_of_match.remove(&match_id);
             self.finished_matches.insert(match_id);

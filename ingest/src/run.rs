@@ -215,8 +215,14 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     metrics::init();
     let rules = Arc::new(args.rules.load()?);
     let store = store::open(&args.store.store).context("cannot open the durable store")?;
+    // What finished within the keep-finished window is loaded in full, as
+    // if this node had not restarted; anything older only by id.
+    let keep_finished_ms = args.keep_finished_secs.saturating_mul(1000);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
     let snapshot = store
-        .load()
+        .load(now_ms.saturating_sub(keep_finished_ms))
         .await
         .context("cannot read the durable store")?;
     let pipeline = tokio::task::spawn_blocking({

@@ -134,9 +134,9 @@ pub struct StoreSnapshot {
     pub entries: BTreeMap<ContestId, Vec<EntryRecord>>,
     /// The applied events of every unfinished match, by `seq`.
     pub match_events: BTreeMap<MatchId, Vec<MatchEvent>>,
-    /// Matches whose `match_end` is stored.
+    /// Matches that ended before the `load` horizon (nothing else of them is loaded).
     pub finished_matches: std::collections::BTreeSet<MatchId>,
-    /// Contests whose final standings are stored.
+    /// Contests whose final standings were stored before the horizon.
     pub finished_contests: std::collections::BTreeSet<ContestId>,
 }
 
@@ -149,9 +149,11 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 pub trait DurableStore: Send + Sync + std::fmt::Debug + 'static {
     /// Writes a batch atomically: all of it or none.
     fn apply(&self, batch: StoreBatch) -> StoreFuture<'_, ()>;
-    /// Reads back the live state: the unfinished matches' events, contests
-    /// and entries, and the ids of what has finished.
-    fn load(&self) -> StoreFuture<'_, StoreSnapshot>;
+    /// Reads back the live state: the events, contests and entries of every
+    /// match that has not ended or ended at or after `finished_since_ms`
+    /// (milliseconds since the Unix epoch: what a restarted node still keeps
+    /// in memory), and only the ids of what finished before it.
+    fn load(&self, finished_since_ms: u64) -> StoreFuture<'_, StoreSnapshot>;
     /// Answers when the store is usable (for `/readyz`).
     fn ping(&self) -> StoreFuture<'_, ()>;
     /// The newest rank snapshot of a contest, if any.

@@ -58,7 +58,7 @@ fn event(seq: u64, body: EventBody) -> MatchEvent {
 
 pub async fn an_empty_store_is_empty<S: DurableStore>(store: &S) {
     store.ping().await.expect("ping");
-    let loaded = store.load().await.expect("load");
+    let loaded = store.load(u64::MAX).await.expect("load");
     assert!(loaded.contests.is_empty() && loaded.entries.is_empty());
     assert!(loaded.match_events.is_empty());
     let c1 = ContestId::parse("c1").unwrap();
@@ -110,7 +110,7 @@ pub async fn batches_load_back_in_order<S: DurableStore>(store: &S) {
         .await
         .expect("second batch");
 
-    let loaded = store.load().await.expect("load");
+    let loaded = store.load(u64::MAX).await.expect("load");
     let contests: Vec<(String, u64)> = loaded
         .contests
         .iter()
@@ -172,7 +172,7 @@ pub async fn finished_matches_load_only_their_ids<S: DurableStore>(store: &S) {
         })
         .await
         .expect("end batch");
-    let loaded = store.load().await.expect("load");
+    let loaded = store.load(u64::MAX).await.expect("load");
     let ids: Vec<String> = loaded
         .contests
         .iter()

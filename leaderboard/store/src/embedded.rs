@@ -71,23 +71,33 @@ CREATE TABLE IF NOT EXISTS rank_rows (
 -- An entry's rank in any snapshot, and its history across snapshots.
 CREATE INDEX IF NOT EXISTS rank_rows_by_entry ON rank_rows (contest_id, entry_id, version);
 -- What has finished is not loaded at start-up (only its id is).
+-- finished_at_ms: when the store recorded it (0 for stores written before).
 CREATE TABLE IF NOT EXISTS finished_matches (
-    match_id TEXT PRIMARY KEY
+    match_id       TEXT PRIMARY KEY,
+    finished_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS finished_contests (
-    contest_id TEXT PRIMARY KEY
+    contest_id     TEXT PRIMARY KEY,
+    finished_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- Stores written before these tables existed.
 INSERT OR IGNORE INTO finished_matches
-    SELECT DISTINCT match_id FROM match_events
+    SELECT DISTINCT match_id, 0 FROM match_events
     WHERE CAST(event AS TEXT) LIKE '%\"type\":\"match_end\"%';
 INSERT OR IGNORE INTO finished_contests
-    SELECT DISTINCT contest_id FROM rank_snapshots WHERE source = 'final';
+    SELECT DISTINCT contest_id, 0 FROM rank_snapshots WHERE source = 'final';
 ";
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
     connection: Arc<Mutex<Connection>>,
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 fn fail(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -192,12 +202,14 @@ impl EmbeddedStore {
                     .map_err(&write)?;
             }
             let mut finish = txn
-                .prepare_cached("INSERT OR IGNORE INTO finished_matches (match_id) VALUES (?1)")
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO finished_matches (match_id, finished_at_ms) VALUES (?1, ?2)",
+                )
                 .map_err(&write)?;
             for event in &batch.match_events {
                 if matches!(event.body, EventBody::MatchEnd {}) {
                     finish
-                        .execute(params![event.match_id.as_str()])
+                        .execute(params![event.match_id.as_str(), now_ms()])
                         .map_err(&write)?;
                 }
             }
@@ -217,10 +229,11 @@ impl EmbeddedStore {
             Self::put_snapshot(&txn, snapshot)?;
             if snapshot.info.source == "final" {
                 txn.prepare_cached(
-                    "INSERT OR IGNORE INTO finished_contests (contest_id) VALUES (?1)",
+                    "INSERT OR REPLACE INTO finished_contests (contest_id, finished_at_ms)
+                     VALUES (?1, ?2)",
                 )
                 .map_err(&write)?
-                .execute(params![snapshot.info.contest_id.as_str()])
+                .execute(params![snapshot.info.contest_id.as_str(), now_ms()])
                 .map_err(&write)?;
             }
         }
@@ -298,25 +311,27 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    fn load_blocking(connection: &mut Connection) -> Result<StoreSnapshot, StoreError> {
+    fn load_blocking(connection: &mut Connection, since: u64) -> Result<StoreSnapshot, StoreError> {
+        // SQLite integers are signed: a horizon past them means "now and later".
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
         let read = fail("read");
         // One read transaction: a consistent view while ingest may be writing.
         let txn = connection.transaction().map_err(&read)?;
         let mut snapshot = StoreSnapshot::default();
         {
             let mut finished = txn
-                .prepare("SELECT match_id FROM finished_matches")
+                .prepare("SELECT match_id FROM finished_matches WHERE finished_at_ms < ?1")
                 .map_err(&read)?;
-            let mut rows = finished.query([]).map_err(&read)?;
+            let mut rows = finished.query(params![since]).map_err(&read)?;
             while let Some(row) = rows.next().map_err(&read)? {
                 let match_id: String = row.get(0).map_err(&read)?;
                 let match_id = id("finished match", MatchId::parse, &match_id)?;
                 snapshot.finished_matches.insert(match_id);
             }
             let mut finished = txn
-                .prepare("SELECT contest_id FROM finished_contests")
+                .prepare("SELECT contest_id FROM finished_contests WHERE finished_at_ms < ?1")
                 .map_err(&read)?;
-            let mut rows = finished.query([]).map_err(&read)?;
+            let mut rows = finished.query(params![since]).map_err(&read)?;
             while let Some(row) = rows.next().map_err(&read)? {
                 let contest: String = row.get(0).map_err(&read)?;
                 let contest = id("finished contest", ContestId::parse, &contest)?;
@@ -327,11 +342,12 @@ impl EmbeddedStore {
                 .prepare(
                     "SELECT c.contest_id, c.record, COALESCE(v.version, 0)
                      FROM contests c LEFT JOIN contest_versions v USING (contest_id)
-                     WHERE c.contest_id NOT IN (SELECT contest_id FROM finished_contests)
+                     WHERE c.contest_id NOT IN
+                         (SELECT contest_id FROM finished_contests WHERE finished_at_ms < ?1)
                      ORDER BY c.contest_id",
                 )
                 .map_err(&read)?;
-            let mut rows = contests.query([]).map_err(&read)?;
+            let mut rows = contests.query(params![since]).map_err(&read)?;
             while let Some(row) = rows.next().map_err(&read)? {
                 let contest: String = row.get(0).map_err(&read)?;
                 let record: Vec<u8> = row.get(1).map_err(&read)?;
@@ -353,11 +369,12 @@ impl EmbeddedStore {
             let mut entries = txn
                 .prepare(
                     "SELECT contest_id, seq, record FROM entries
-                     WHERE contest_id NOT IN (SELECT contest_id FROM finished_contests)
+                     WHERE contest_id NOT IN
+                         (SELECT contest_id FROM finished_contests WHERE finished_at_ms < ?1)
                      ORDER BY contest_id, seq",
                 )
                 .map_err(&read)?;
-            let mut rows = entries.query([]).map_err(&read)?;
+            let mut rows = entries.query(params![since]).map_err(&read)?;
             while let Some(row) = rows.next().map_err(&read)? {
                 let contest: String = row.get(0).map_err(&read)?;
                 let seq: u64 = row.get(1).map_err(&read)?;
@@ -373,11 +390,12 @@ impl EmbeddedStore {
             let mut events = txn
                 .prepare(
                     "SELECT match_id, seq, event FROM match_events
-                     WHERE match_id NOT IN (SELECT match_id FROM finished_matches)
+                     WHERE match_id NOT IN
+                         (SELECT match_id FROM finished_matches WHERE finished_at_ms < ?1)
                      ORDER BY match_id, seq",
                 )
                 .map_err(&read)?;
-            let mut rows = events.query([]).map_err(&read)?;
+            let mut rows = events.query(params![since]).map_err(&read)?;
             while let Some(row) = rows.next().map_err(&read)? {
                 let match_id: String = row.get(0).map_err(&read)?;
                 let seq: u64 = row.get(1).map_err(&read)?;
@@ -430,8 +448,13 @@ impl DurableStore for EmbeddedStore {
         })
     }
 
-    fn load(&self) -> StoreFuture<'_, StoreSnapshot> {
-        Box::pin(async move { self.with("read", Self::load_blocking).await })
+    fn load(&self, finished_since_ms: u64) -> StoreFuture<'_, StoreSnapshot> {
+        Box::pin(async move {
+            self.with("read", move |connection| {
+                Self::load_blocking(connection, finished_since_ms)
+            })
+            .await
+        })
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
