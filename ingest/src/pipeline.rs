@@ -761,6 +761,67 @@ mod tests {
     }
 
     #[test]
+    fn a_contest_consumed_after_its_match_ended_across_a_restart_is_still_taken() {
+        // The match ended before the node restarted; its contest was produced
+        // before the end but sat on a lagging partition.
+        let mut first = Pipeline::new(Arc::new(Rules::t20_classic()));
+        let mut events = Vec::new();
+        for (seq, payload) in [(0, lineup()), (1, delivery(1, 4)), (2, match_end(2))] {
+            first.handle(&message(topics::MATCH_EVENTS, seq, "m1", payload));
+            events.extend(first.finish_batch().store.match_events);
+        }
+        // What the store loads within the keep-finished window: the events.
+        let snapshot = StoreSnapshot {
+            match_events: BTreeMap::from([(MatchId::parse("m1").unwrap(), events)]),
+            ..StoreSnapshot::default()
+        };
+        let mut restarted =
+            Pipeline::from_snapshot(Arc::new(Rules::t20_classic()), snapshot).unwrap();
+        restarted.handle(&message(
+            topics::CONTEST_ENTRIES,
+            0,
+            "c1",
+            contest_message("c1"),
+        ));
+        restarted.handle(&message(
+            topics::CONTEST_ENTRIES,
+            1,
+            "c1",
+            entry_message("c1", "e1", "a0"),
+        ));
+        let effects = restarted.finish_batch();
+        assert!(
+            effects.dead_letters.is_empty(),
+            "{:?}",
+            effects.dead_letters
+        );
+        assert_eq!(
+            effects.store.rank_snapshots.len(),
+            1,
+            "final standings of the late contest"
+        );
+        // The same points as a node that had the contest before the match.
+        let mut reference = Pipeline::new(Arc::new(Rules::t20_classic()));
+        reference.handle(&message(
+            topics::CONTEST_ENTRIES,
+            0,
+            "c1",
+            contest_message("c1"),
+        ));
+        reference.handle(&message(
+            topics::CONTEST_ENTRIES,
+            1,
+            "c1",
+            entry_message("c1", "e1", "a0"),
+        ));
+        for (seq, payload) in [(0, lineup()), (1, delivery(1, 4)), (2, match_end(2))] {
+            reference.handle(&message(topics::MATCH_EVENTS, seq, "m1", payload));
+        }
+        let expected = reference.finish_batch().store.rank_snapshots;
+        assert_eq!(effects.store.rank_snapshots[0].rows, expected[0].rows);
+    }
+
+    #[test]
     fn a_batch_moves_each_contest_version_once_and_dedups() {
         let mut pipeline = Pipeline::new(Arc::new(Rules::t20_classic()));
         pipeline.handle(&message(
