@@ -626,11 +626,8 @@ mod tests {
 
     fn message(topic: &str, offset: i64, key: &str, payload: Vec<u8>) -> Incoming {
         Incoming {
-            topic: topic.to_owned(),
-            partition: 0,
             offset,
-            key: Some(key.as_bytes().to_vec()),
-            payload,
+            ..Incoming::keyed(topic, key, payload)
         }
     }
 

@@ -319,24 +319,20 @@ impl EmbeddedStore {
         let txn = connection.transaction().map_err(&read)?;
         let mut snapshot = StoreSnapshot::default();
         {
-            let mut finished = txn
-                .prepare("SELECT match_id FROM finished_matches WHERE finished_at_ms < ?1")
-                .map_err(&read)?;
-            let mut rows = finished.query(params![since]).map_err(&read)?;
-            while let Some(row) = rows.next().map_err(&read)? {
-                let match_id: String = row.get(0).map_err(&read)?;
-                let match_id = id("finished match", MatchId::parse, &match_id)?;
-                snapshot.finished_matches.insert(match_id);
-            }
-            let mut finished = txn
-                .prepare("SELECT contest_id FROM finished_contests WHERE finished_at_ms < ?1")
-                .map_err(&read)?;
-            let mut rows = finished.query(params![since]).map_err(&read)?;
-            while let Some(row) = rows.next().map_err(&read)? {
-                let contest: String = row.get(0).map_err(&read)?;
-                let contest = id("finished contest", ContestId::parse, &contest)?;
-                snapshot.finished_contests.insert(contest);
-            }
+            snapshot.finished_matches = finished_ids(
+                &txn,
+                "SELECT match_id FROM finished_matches WHERE finished_at_ms < ?1",
+                since,
+                "finished match",
+                MatchId::parse,
+            )?;
+            snapshot.finished_contests = finished_ids(
+                &txn,
+                "SELECT contest_id FROM finished_contests WHERE finished_at_ms < ?1",
+                since,
+                "finished contest",
+                ContestId::parse,
+            )?;
 
             let mut contests = txn
                 .prepare(
@@ -412,6 +408,25 @@ impl EmbeddedStore {
         txn.commit().map_err(&read)?;
         Ok(snapshot)
     }
+}
+
+/// The ids one query over a `finished_*` table returns, parsed.
+fn finished_ids<T: Ord>(
+    txn: &rusqlite::Transaction<'_>,
+    query: &str,
+    since: i64,
+    what: &'static str,
+    parse: impl Fn(&str) -> Result<T, leaderboard_core::ids::IdError>,
+) -> Result<std::collections::BTreeSet<T>, StoreError> {
+    let read = fail("read");
+    let mut statement = txn.prepare(query).map_err(&read)?;
+    let mut rows = statement.query(params![since]).map_err(&read)?;
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(row) = rows.next().map_err(&read)? {
+        let text: String = row.get(0).map_err(&read)?;
+        ids.insert(id(what, &parse, &text)?);
+    }
+    Ok(ids)
 }
 
 fn rank_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, u64, String, String, i64)> {

@@ -31,11 +31,8 @@ pub fn squad() -> BTreeMap<String, Vec<String>> {
 
 pub fn message(topic: &str, offset: i64, key: &str, payload: Vec<u8>) -> Incoming {
     Incoming {
-        topic: topic.to_owned(),
-        partition: 0,
         offset,
-        key: Some(key.as_bytes().to_vec()),
-        payload,
+        ..Incoming::keyed(topic, key, payload)
     }
 }
 
