@@ -604,6 +604,7 @@ fn final_standings(state: &ContestState) -> RankSnapshot {
     RankSnapshot::rank(
         RankSnapshotInfo {
             contest_id: state.contest_id().clone(),
+            snapshot_id: 0,
             match_id: state.match_id().clone(),
             version: state.version,
             total: state.total(),

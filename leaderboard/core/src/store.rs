@@ -15,8 +15,9 @@ use crate::points::TeamPoints;
 use crate::rank::CompetitionRanks;
 
 /// Rank snapshots kept per contest (older ones are dropped when a new one is
-/// written): enough for an entry's recent history, bounded in size.
-pub const KEEP_RANK_SNAPSHOTS: usize = 3;
+/// published): an entry's rank history over the last half hour of five-minute
+/// recomputes, bounded in size.
+pub const KEEP_RANK_SNAPSHOTS: usize = 6;
 
 /// Why the store failed; always says what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,10 @@ pub struct RankRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RankSnapshotInfo {
     pub contest_id: ContestId,
+    /// The store's id of the snapshot, rising per contest with every one
+    /// published (0 until it is): pages are read by it, so a snapshot
+    /// rewritten at the same version never mixes with the one it replaces.
+    pub snapshot_id: u64,
     pub match_id: MatchId,
     /// The contest version the ranks were computed at.
     pub version: u64,
@@ -124,6 +129,50 @@ impl RankSnapshot {
     }
 }
 
+/// An entry's place in one kept snapshot: a point of "my rank over time".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankHistoryPoint {
+    pub snapshot_id: u64,
+    pub version: u64,
+    pub computed_at_ms: u64,
+    pub source: String,
+    pub rank: u64,
+    pub points: TeamPoints,
+}
+
+/// A contest as the store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContestListing {
+    pub contest_id: ContestId,
+    pub match_id: MatchId,
+    pub version: u64,
+    /// Its match has ended.
+    pub finished: bool,
+}
+
+/// What a recompute of one contest reads, in one consistent read: the
+/// contest at `version`, the `entry_count` entries it had then, and its
+/// match's event log.
+#[derive(Debug, Clone)]
+pub struct RecomputeInput {
+    pub contest: ContestRecord,
+    pub version: u64,
+    pub entry_count: u64,
+    pub events: Vec<MatchEvent>,
+}
+
+/// Streams the rows of one new rank snapshot into the store in chunks (a
+/// 10M-entry contest never sits whole in memory or in one write), then
+/// publishes it with one final write: until [`RankSnapshotWriter::publish`]
+/// returns, readers see the previous snapshot, and a writer dropped or killed
+/// before it leaves that one in place.
+pub trait RankSnapshotWriter: Send {
+    /// Appends rows in page order (positions continue from the last chunk).
+    fn write(&mut self, rows: Vec<RankRow>) -> StoreFuture<'_, ()>;
+    /// Makes the snapshot the contest's newest; returns it as stored.
+    fn publish(self: Box<Self>) -> StoreFuture<'static, RankSnapshotInfo>;
+}
+
 /// The live durable state, as `ingest run` rebuilds from it: everything of
 /// the matches that have not ended, and only the ids of those that have (their
 /// final standings are rank snapshots; nothing of them is live any more).
@@ -161,11 +210,12 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         contest: &'a ContestId,
     ) -> StoreFuture<'a, Option<RankSnapshotInfo>>;
-    /// Rows `offset..offset + limit` (0-based positions) of a snapshot.
+    /// Rows `offset..offset + limit` (0-based positions) of the snapshot
+    /// `snapshot_id` (from [`DurableStore::latest_rank_snapshot`]).
     fn rank_page<'a>(
         &'a self,
         contest: &'a ContestId,
-        version: u64,
+        snapshot_id: u64,
         offset: u64,
         limit: u64,
     ) -> StoreFuture<'a, Vec<RankRow>>;
@@ -173,9 +223,36 @@ pub trait DurableStore: Send + Sync + std::fmt::Debug + 'static {
     fn rank_of_entry<'a>(
         &'a self,
         contest: &'a ContestId,
-        version: u64,
+        snapshot_id: u64,
         entry: &'a EntryId,
     ) -> StoreFuture<'a, Option<(u64, RankRow)>>;
+    /// An entry's rank in every kept snapshot, oldest first.
+    fn rank_history<'a>(
+        &'a self,
+        contest: &'a ContestId,
+        entry: &'a EntryId,
+    ) -> StoreFuture<'a, Vec<RankHistoryPoint>>;
+    /// Every contest, in id order.
+    fn list_contests(&self) -> StoreFuture<'_, Vec<ContestListing>>;
+    /// The contest, its version, entry count and match log, read together;
+    /// `None` for an unknown contest.
+    fn recompute_input<'a>(
+        &'a self,
+        contest: &'a ContestId,
+    ) -> StoreFuture<'a, Option<RecomputeInput>>;
+    /// Entries `from..from + limit` of a contest in acceptance order
+    /// (0-based), for reading a large contest page by page.
+    fn entries_page<'a>(
+        &'a self,
+        contest: &'a ContestId,
+        from: u64,
+        limit: u64,
+    ) -> StoreFuture<'a, Vec<EntryRecord>>;
+    /// Starts a new rank snapshot of `info.contest_id` (see [`RankSnapshotWriter`]).
+    fn begin_rank_snapshot(
+        &self,
+        info: RankSnapshotInfo,
+    ) -> StoreFuture<'_, Box<dyn RankSnapshotWriter>>;
 }
 
 /// Where the store is, parsed from `STORE`.

@@ -8,9 +8,9 @@ use super::points::{PlayerPoints, TeamPoints};
 pub const TEAM_SIZE: usize = 11;
 
 /// Multipliers in half units: ×1, ×1.5 (vice-captain), ×2 (captain).
-const WEIGHT_PLAYER: i64 = 2;
-const WEIGHT_VICE_CAPTAIN: i64 = 3;
-const WEIGHT_CAPTAIN: i64 = 4;
+pub const WEIGHT_PLAYER: i64 = 2;
+pub const WEIGHT_VICE_CAPTAIN: i64 = 3;
+pub const WEIGHT_CAPTAIN: i64 = 4;
 
 /// Why an entry was rejected; the text goes to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

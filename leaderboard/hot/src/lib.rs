@@ -6,9 +6,11 @@
 //! reconnects by itself; `quick_cache` for the entry teams a node keeps (a
 //! sharded map with S3-FIFO eviction and no per-read bookkeeping queue).
 
+pub mod jobs;
 pub mod keys;
 pub mod read_model;
 pub mod reader;
+pub mod reconcile;
 pub mod writer;
 
 pub use keys::*;

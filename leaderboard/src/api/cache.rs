@@ -83,7 +83,7 @@ pub struct NodeCache {
     /// (contest, ranks version, from the store, offset, limit)
     pages: Cache<(ContestId, u64, bool, usize, usize), Arc<RenderedPage>>,
     positions: Cache<(ContestId, u64, EntryId), u64>,
-    /// Rows of stored rank snapshots: (position, row) by (contest, version, entry).
+    /// Rows of stored rank snapshots: (position, row) by (contest, snapshot id, entry).
     stored_rows: Cache<(ContestId, u64, EntryId), Arc<(u64, RankRow)>>,
     /// The durable store, for contests no longer in Redis.
     store: Option<SharedStore>,
@@ -132,6 +132,16 @@ impl NodeCache {
 
     /// Answers contests that are not in Redis from the store's latest rank
     /// snapshot.
+    /// The node's Redis connection (shared, multiplexed).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    /// The durable store, if the node has one.
+    pub fn store(&self) -> Option<SharedStore> {
+        self.store.clone()
+    }
+
     pub fn with_store(mut self, store: SharedStore) -> NodeCache {
         self.store = Some(store);
         self
@@ -193,23 +203,16 @@ impl NodeCache {
         snapshot: &ContestSnapshot,
         entry_id: &EntryId,
     ) -> Result<Arc<(u64, RankRow)>, ReadError> {
-        let store = self
-            .store
-            .as_ref()
-            .filter(|_| snapshot.stored_info().is_some());
-        let Some(store) = store else {
+        let (Some(store), Some(info)) = (self.store.as_ref(), snapshot.stored_info()) else {
             return Err(ReadError::Backend("not a stored contest".into()));
         };
-        let key = (
-            snapshot.contest_id.clone(),
-            snapshot.version,
-            entry_id.clone(),
-        );
+        let snapshot_id = info.snapshot_id;
+        let key = (snapshot.contest_id.clone(), snapshot_id, entry_id.clone());
         self.stored_rows
             .try_get_with(key, async {
                 self.count_read("store_entry");
                 store
-                    .rank_of_entry(&snapshot.contest_id, snapshot.version, entry_id)
+                    .rank_of_entry(&snapshot.contest_id, snapshot_id, entry_id)
                     .await
                     .map_err(|error| ReadError::Backend(error.to_string()))?
                     .map(Arc::new)
@@ -256,7 +259,12 @@ impl NodeCache {
                 if let (Some(info), Some(store)) = (snapshot.stored_info(), &self.store) {
                     self.count_read("store_page");
                     let rows = store
-                        .rank_page(&info.contest_id, info.version, offset as u64, limit as u64)
+                        .rank_page(
+                            &info.contest_id,
+                            info.snapshot_id,
+                            offset as u64,
+                            limit as u64,
+                        )
                         .await
                         .map_err(|error| ReadError::Backend(error.to_string()))?;
                     let page = HotPage {

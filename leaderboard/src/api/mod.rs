@@ -2,6 +2,7 @@
 //! rank, around an entry, and a match's players, answered from the node cache
 //! ([`cache`]) so that the common case makes no Redis round trip.
 
+pub mod admin;
 pub mod cache;
 pub mod openapi;
 pub mod ratelimit;
@@ -292,6 +293,9 @@ impl RouteLabel {
                 _ if segment(entry) => RouteLabel::Entry,
                 _ => RouteLabel::Other,
             };
+        }
+        if path.starts_with("/v1/admin/") {
+            return RouteLabel::Admin;
         }
         if let Some(rest) = path.strip_prefix("/v1/matches/") {
             return match rest.strip_suffix("/players") {

@@ -59,6 +59,8 @@ pub struct ServeOptions {
     pub http_threads: usize,
     #[command(flatten)]
     pub connections: http::ConnectionArgs,
+    #[command(flatten)]
+    pub admin: leaderboard_service::config::AdminArgs,
     /// Benchmark baseline only: answer `GET …/entries/{id}` and leaderboard
     /// pages with one Redis round trip per request, bypassing the node cache.
     #[arg(long, hide = true)]
@@ -75,6 +77,7 @@ impl Default for ServeOptions {
             max_staleness_ms: 5000,
             http_threads: 1,
             connections: http::ConnectionArgs::default(),
+            admin: leaderboard_service::config::AdminArgs::default(),
             per_request_redis: false,
         }
     }
@@ -220,7 +223,12 @@ pub fn app(
         cache,
         per_request_redis: options.per_request_redis,
     });
-    let mut api = router(state.clone());
+    let admin_api = super::admin::AdminApi::new(
+        options.admin.admin_token.as_deref(),
+        state.cache.connection(),
+        state.cache.store(),
+    );
+    let mut api = router(state.clone()).merge(super::admin::router(admin_api));
     let limit = NonZeroU32::new(options.rate_limit)
         .zip(NonZeroU32::new(options.rate_burst))
         .map(|(per_second, burst)| {

@@ -9,7 +9,7 @@ use leaderboard_core::event::{EventBody, MatchEvent, EVENT_VERSION};
 use leaderboard_core::ids::{ContestId, EntryId, MatchId, UserId};
 use leaderboard_core::points::TeamPoints;
 use leaderboard_core::store::{
-    DurableStore, RankSnapshot, RankSnapshotInfo, StoreBatch, KEEP_RANK_SNAPSHOTS,
+    DurableStore, RankRow, RankSnapshot, RankSnapshotInfo, StoreBatch, KEEP_RANK_SNAPSHOTS,
 };
 
 /// Runs every check, each on a fresh store from `open`.
@@ -18,6 +18,9 @@ pub async fn run_all<S: DurableStore, F: Fn() -> S>(open: F) {
     batches_load_back_in_order(&open()).await;
     rank_snapshots_page_rank_and_expire(&open()).await;
     finished_matches_load_only_their_ids(&open()).await;
+    recompute_input_is_one_moment_and_entries_page(&open()).await;
+    streamed_snapshots_publish_atomically(&open()).await;
+    rank_history_follows_kept_snapshots(&open()).await;
 }
 
 fn contest(id: &str) -> ContestRecord {
@@ -213,6 +216,7 @@ fn snapshot(version: u64, points: &[(&str, i64)]) -> RankSnapshot {
     RankSnapshot::rank(
         RankSnapshotInfo {
             contest_id: ContestId::parse("c1").unwrap(),
+            snapshot_id: 0,
             match_id: MatchId::parse("m1").unwrap(),
             version,
             total: 0,
@@ -227,6 +231,23 @@ fn snapshot(version: u64, points: &[(&str, i64)]) -> RankSnapshot {
             )
         }),
     )
+}
+
+/// The newest snapshot's head, which must exist.
+async fn latest<S: DurableStore>(store: &S, contest: &ContestId) -> RankSnapshotInfo {
+    store
+        .latest_rank_snapshot(contest)
+        .await
+        .expect("latest")
+        .expect("a snapshot")
+}
+
+/// `info` as the store answers it: with the id it was given.
+fn stored(info: &RankSnapshotInfo, snapshot_id: u64) -> RankSnapshotInfo {
+    RankSnapshotInfo {
+        snapshot_id,
+        ..info.clone()
+    }
 }
 
 pub async fn rank_snapshots_page_rank_and_expire<S: DurableStore>(store: &S) {
@@ -272,42 +293,45 @@ pub async fn rank_snapshots_page_rank_and_expire<S: DurableStore>(store: &S) {
         .await
         .expect("snapshot");
 
+    let head = latest(store, &c1).await;
+    assert!(head.snapshot_id > 0, "the store gives the snapshot an id");
+    assert_eq!(head, stored(&first.info, head.snapshot_id));
+    let id = head.snapshot_id;
     assert_eq!(
-        store.latest_rank_snapshot(&c1).await.expect("latest"),
-        Some(first.info.clone())
-    );
-    assert_eq!(
-        store.rank_page(&c1, 3, 0, 100).await.expect("page"),
+        store.rank_page(&c1, id, 0, 100).await.expect("page"),
         first.rows
     );
     assert_eq!(
-        store.rank_page(&c1, 3, 2, 3).await.expect("page"),
+        store.rank_page(&c1, id, 2, 3).await.expect("page"),
         first.rows[2..5]
     );
     assert!(store
-        .rank_page(&c1, 3, 7, 3)
+        .rank_page(&c1, id, 7, 3)
         .await
         .expect("page")
         .is_empty());
     let e6 = EntryId::parse("e6").unwrap();
     assert_eq!(
-        store.rank_of_entry(&c1, 3, &e6).await.expect("entry"),
+        store.rank_of_entry(&c1, id, &e6).await.expect("entry"),
         Some((3, first.rows[3].clone()))
     );
     let nobody = EntryId::parse("e99").unwrap();
     assert_eq!(
-        store.rank_of_entry(&c1, 3, &nobody).await.expect("entry"),
+        store.rank_of_entry(&c1, id, &nobody).await.expect("entry"),
         None
     );
     assert_eq!(
-        store.rank_of_entry(&c1, 4, &e6).await.expect("entry"),
+        store
+            .rank_of_entry(&c1, id + 1000, &e6)
+            .await
+            .expect("entry"),
         None,
-        "no snapshot at version 4"
+        "no such snapshot"
     );
 
     // Newer snapshots replace older ones beyond KEEP_RANK_SNAPSHOTS.
-    let mut versions = vec![3];
-    for version in [5, 7, 9] {
+    let mut ids = vec![id];
+    for version in (5..).step_by(2).take(KEEP_RANK_SNAPSHOTS) {
         let newer = snapshot(version, &[("e1", 40 + version as i64), ("e2", 20)]);
         store
             .apply(StoreBatch {
@@ -316,25 +340,30 @@ pub async fn rank_snapshots_page_rank_and_expire<S: DurableStore>(store: &S) {
             })
             .await
             .expect("newer snapshot");
-        versions.push(version);
-        let latest = store.latest_rank_snapshot(&c1).await.expect("latest");
-        assert_eq!(latest, Some(newer.info.clone()));
+        let head = latest(store, &c1).await;
+        assert!(head.snapshot_id > *ids.last().unwrap(), "ids rise");
+        assert_eq!(head, stored(&newer.info, head.snapshot_id));
         assert_eq!(
-            store.rank_page(&c1, version, 0, 10).await.expect("page"),
+            store
+                .rank_page(&c1, head.snapshot_id, 0, 10)
+                .await
+                .expect("page"),
             newer.rows
         );
+        ids.push(head.snapshot_id);
     }
-    let kept = &versions[versions.len() - KEEP_RANK_SNAPSHOTS..];
-    for &version in &versions {
-        let page = store.rank_page(&c1, version, 0, 10).await.expect("page");
+    let kept = &ids[ids.len() - KEEP_RANK_SNAPSHOTS..];
+    for &id in &ids {
+        let page = store.rank_page(&c1, id, 0, 10).await.expect("page");
         assert_eq!(
             !page.is_empty(),
-            kept.contains(&version),
-            "snapshot {version} kept or dropped"
+            kept.contains(&id),
+            "snapshot {id} kept or dropped"
         );
     }
-    // Rewriting a version replaces it whole.
-    let again = snapshot(9, &[("e7", 1)]);
+    // Rewriting a version replaces it whole, under a new id.
+    let newest = latest(store, &c1).await;
+    let again = snapshot(newest.version, &[("e7", 1)]);
     store
         .apply(StoreBatch {
             rank_snapshots: vec![again.clone()],
@@ -342,8 +371,204 @@ pub async fn rank_snapshots_page_rank_and_expire<S: DurableStore>(store: &S) {
         })
         .await
         .expect("rewrite");
+    let rewritten = latest(store, &c1).await;
+    assert_eq!(rewritten.version, newest.version);
+    assert!(rewritten.snapshot_id > newest.snapshot_id);
     assert_eq!(
-        store.rank_page(&c1, 9, 0, 10).await.expect("page"),
+        store
+            .rank_page(&c1, rewritten.snapshot_id, 0, 10)
+            .await
+            .expect("page"),
         again.rows
+    );
+    assert!(
+        store
+            .rank_page(&c1, newest.snapshot_id, 0, 10)
+            .await
+            .expect("page")
+            .is_empty(),
+        "the replaced snapshot is gone"
+    );
+}
+
+/// What a recompute reads: the contest, its version, how many entries it had
+/// and its match's log, of one moment; entries page by page in arrival order.
+pub async fn recompute_input_is_one_moment_and_entries_page<S: DurableStore>(store: &S) {
+    let c1 = ContestId::parse("c1").unwrap();
+    assert!(store.recompute_input(&c1).await.expect("input").is_none());
+    let lineup = event(
+        0,
+        EventBody::Lineup {
+            teams: BTreeMap::from([("A".to_owned(), vec!["a0".to_owned()])]),
+        },
+    );
+    let entries: Vec<EntryRecord> = (0..25).map(|i| entry("c1", &format!("e{i}"))).collect();
+    store
+        .apply(StoreBatch {
+            contests: vec![contest("c1"), contest("c2")],
+            entries: entries.clone(),
+            match_events: vec![lineup.clone(), event(1, EventBody::MatchEnd {})],
+            contest_versions: vec![(c1.clone(), 7)],
+            ..StoreBatch::default()
+        })
+        .await
+        .expect("batch");
+    let input = store
+        .recompute_input(&c1)
+        .await
+        .expect("input")
+        .expect("known contest");
+    assert_eq!(input.contest, contest("c1"));
+    assert_eq!((input.version, input.entry_count), (7, 25));
+    assert_eq!(input.events, [lineup, event(1, EventBody::MatchEnd {})]);
+    let mut read = Vec::new();
+    while (read.len() as u64) < input.entry_count {
+        let page = store
+            .entries_page(&c1, read.len() as u64, 10)
+            .await
+            .expect("page");
+        assert!(!page.is_empty() && page.len() <= 10);
+        read.extend(page);
+    }
+    assert_eq!(read, entries);
+    assert!(store
+        .entries_page(&c1, 25, 10)
+        .await
+        .expect("past the end")
+        .is_empty());
+    let listed: Vec<(String, u64, bool)> = store
+        .list_contests()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| (c.contest_id.to_string(), c.version, c.finished))
+        .collect();
+    assert_eq!(
+        listed,
+        [("c1".into(), 7, true), ("c2".into(), 0, true)],
+        "m1 has ended"
+    );
+}
+
+fn rows(points: &[(&str, i64)]) -> Vec<RankRow> {
+    snapshot(0, points).rows
+}
+
+/// A streamed snapshot is invisible until published; a writer dropped before
+/// publishing (its job failed or died) leaves the previous snapshot served.
+pub async fn streamed_snapshots_publish_atomically<S: DurableStore>(store: &S) {
+    let c1 = ContestId::parse("c1").unwrap();
+    let before = snapshot(4, &[("e1", 10), ("e2", 8)]);
+    store
+        .apply(StoreBatch {
+            rank_snapshots: vec![before.clone()],
+            ..StoreBatch::default()
+        })
+        .await
+        .expect("first snapshot");
+    let old = latest(store, &c1).await;
+
+    let all = rows(&[("e1", 30), ("e2", 20), ("e3", 20), ("e4", 5), ("e5", 1)]);
+    let mut info = snapshot(5, &[]).info;
+    info.source = "recompute".into();
+    let mut abandoned = store
+        .begin_rank_snapshot(info.clone())
+        .await
+        .expect("begin");
+    abandoned.write(all[..2].to_vec()).await.expect("chunk");
+    drop(abandoned);
+    assert_eq!(
+        latest(store, &c1).await,
+        old,
+        "an abandoned write is unseen"
+    );
+
+    let mut writer = store
+        .begin_rank_snapshot(info.clone())
+        .await
+        .expect("begin");
+    writer.write(all[..2].to_vec()).await.expect("chunk");
+    assert_eq!(latest(store, &c1).await, old, "unpublished rows are unseen");
+    assert_eq!(
+        store
+            .rank_page(&c1, old.snapshot_id, 0, 10)
+            .await
+            .expect("old page"),
+        before.rows
+    );
+    writer.write(all[2..].to_vec()).await.expect("chunk");
+    let published = writer.publish().await.expect("publish");
+    assert_eq!(published.total, 5, "the total is the rows written");
+    assert_eq!(published.source, "recompute");
+    let head = latest(store, &c1).await;
+    assert_eq!(head, published);
+    assert!(head.snapshot_id > old.snapshot_id);
+    assert_eq!(
+        store
+            .rank_page(&c1, head.snapshot_id, 0, 10)
+            .await
+            .expect("page"),
+        all
+    );
+    assert_eq!(
+        store
+            .rank_page(&c1, head.snapshot_id, 3, 10)
+            .await
+            .expect("page"),
+        all[3..],
+        "positions continue across chunks"
+    );
+    let e3 = EntryId::parse("e3").unwrap();
+    assert_eq!(
+        store
+            .rank_of_entry(&c1, head.snapshot_id, &e3)
+            .await
+            .expect("entry"),
+        Some((2, all[2].clone()))
+    );
+}
+
+/// "My rank over time": an entry's rank in every kept snapshot, oldest first.
+pub async fn rank_history_follows_kept_snapshots<S: DurableStore>(store: &S) {
+    let c1 = ContestId::parse("c1").unwrap();
+    let e1 = EntryId::parse("e1").unwrap();
+    assert!(store
+        .rank_history(&c1, &e1)
+        .await
+        .expect("history")
+        .is_empty());
+    let total = KEEP_RANK_SNAPSHOTS as u64 + 2;
+    for version in 1..=total {
+        // e1 climbs one place per snapshot.
+        let mut points = vec![("e1", version as i64)];
+        let others: Vec<String> = (0..total).map(|i| format!("x{i}")).collect();
+        for (i, other) in others.iter().enumerate() {
+            points.push((other.as_str(), i as i64 + 1));
+        }
+        store
+            .apply(StoreBatch {
+                rank_snapshots: vec![snapshot(version, &points)],
+                ..StoreBatch::default()
+            })
+            .await
+            .expect("snapshot");
+    }
+    let history = store.rank_history(&c1, &e1).await.expect("history");
+    let versions: Vec<u64> = history.iter().map(|point| point.version).collect();
+    let expected: Vec<u64> = (total + 1 - KEEP_RANK_SNAPSHOTS as u64..=total).collect();
+    assert_eq!(versions, expected, "the kept snapshots, oldest first");
+    for point in &history {
+        assert_eq!(point.points, TeamPoints(point.version as i64));
+        let head = store
+            .rank_of_entry(&c1, point.snapshot_id, &e1)
+            .await
+            .expect("entry")
+            .expect("in the snapshot");
+        assert_eq!(head.1.rank, point.rank, "history agrees with the snapshot");
+    }
+    let ranks: Vec<u64> = history.iter().map(|point| point.rank).collect();
+    assert!(
+        ranks.windows(2).all(|pair| pair[1] <= pair[0]),
+        "e1 climbs: {ranks:?}"
     );
 }
