@@ -4,7 +4,7 @@
 -- through one core), and DataFusion's window operators neither reserve
 -- memory nor spill.
 SELECT entry_id, user_id, points,
-       RANK() OVER (ORDER BY points DESC) AS rank
+       CAST(RANK() OVER (ORDER BY points DESC) AS BIGINT) AS rank
 FROM (
     SELECT entry_id, user_id,
            team_points(p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, captain, vice_captain) AS points
