@@ -278,7 +278,7 @@ impl Recomputer {
         let player_points: Vec<i32> = points.iter().map(|p| p.0).collect();
         let reconciled = match (live, compare) {
             (_, None) if self.redis.is_none() => Reconciled::Skipped,
-            (Live::NotLive, _) => Reconciled::NotLive,
+            (Live::Absent, _) => Reconciled::NotLive,
             (Live::Ahead(version) | Live::Behind(version), _) => Reconciled::MovedOn {
                 live_version: version,
             },
@@ -413,14 +413,14 @@ impl Recomputer {
     /// Redis to catch up with what the store already holds.
     async fn live_at(&self, contest: &ContestId, version: u64) -> Result<Live, JobError> {
         let Some(connection) = &self.redis else {
-            return Ok(Live::NotLive);
+            return Ok(Live::Absent);
         };
         let mut connection = connection.clone();
         let deadline = Instant::now() + CATCH_UP;
         loop {
             let Some(chunk) = reconcile::read_live_chunk(&mut connection, contest, 0, 0).await?
             else {
-                return Ok(Live::NotLive);
+                return Ok(Live::Absent);
             };
             if chunk.version > version {
                 return Ok(Live::Ahead(chunk.version));
@@ -442,7 +442,7 @@ enum Live {
     At(u64),
     Ahead(u64),
     Behind(u64),
-    NotLive,
+    Absent,
 }
 
 /// Scores the stored log with the domain's engine: the squad's points.
