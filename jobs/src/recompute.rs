@@ -215,7 +215,7 @@ impl Recomputer {
             match_id: input.contest.match_id.clone(),
             version: input.version,
             total,
-            computed_at_ms: now_ms(),
+            computed_at_ms: leaderboard_hot::jobs::now_ms(),
             source: "recompute".into(),
         };
         let mut writer = self.store.begin_rank_snapshot(info).await?;
@@ -598,11 +598,16 @@ impl Comparison {
             if let Some(tail) = self.live(self.position, 1).await? {
                 let live_histogram =
                     reconcile::read_histogram(&mut self.connection, &self.contest).await?;
-                let meta_points = live_player_points(&mut self.connection, &self.contest).await?;
+                let same_players = tail.player_points.len() == player_points.len()
+                    && tail
+                        .player_points
+                        .iter()
+                        .zip(player_points)
+                        .all(|(live, recomputed)| live.0 == *recomputed);
                 if !tail.rows.is_empty()
                     || tail.total != published.total
                     || live_histogram != histogram
-                    || meta_points.as_deref() != Some(player_points)
+                    || !same_players
                 {
                     self.state = Compared::Differs;
                 }
@@ -711,26 +716,8 @@ impl Comparison {
     }
 }
 
-/// The meta's `players`: the squad points the live ranks were computed from.
-async fn live_player_points(
-    connection: &mut ConnectionManager,
-    contest: &ContestId,
-) -> Result<Option<Vec<i32>>, JobError> {
-    use redis::AsyncCommands;
-    let text: Option<String> = connection
-        .hget(leaderboard_hot::contest_meta_key(contest), "players")
-        .await?;
-    Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
-}
-
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// Resets the kernel's peak-RSS mark, so the next [`peak_rss`] is this job's.

@@ -283,7 +283,7 @@ impl Scheduler {
             &request.job_id,
             Some(JobState::Running),
             &[
-                ("started_at_ms", now_ms().to_string()),
+                ("started_at_ms", jobs::now_ms().to_string()),
                 ("node", self.node.clone()),
                 ("fencing_token", lease.token.to_string()),
                 ("attempts", attempts.to_string()),
@@ -308,7 +308,7 @@ impl Scheduler {
                 return;
             }
         }
-        let finished_at = ("finished_at_ms", now_ms().to_string());
+        let finished_at = ("finished_at_ms", jobs::now_ms().to_string());
         match outcome {
             Ok(report) => {
                 metrics::RECOMPUTES.with_label_values(&["done"]).inc();
@@ -386,10 +386,4 @@ async fn renew(
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
 }

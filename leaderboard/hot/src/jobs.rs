@@ -115,7 +115,8 @@ pub fn valid_job_id(text: &str) -> bool {
         && text[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, as job times are recorded.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)

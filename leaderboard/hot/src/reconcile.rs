@@ -6,7 +6,7 @@ use redis::aio::ConnectionManager;
 use redis::RedisResult;
 
 use leaderboard_core::ids::{ContestId, EntryId};
-use leaderboard_core::points::TeamPoints;
+use leaderboard_core::points::{PlayerPoints, TeamPoints};
 
 use crate::keys::*;
 use crate::read_model::{ContestMeta, ReadError};
@@ -22,6 +22,8 @@ pub struct LiveChunk {
     pub version: u64,
     pub ranks_version: u64,
     pub total: u64,
+    /// The squad's player points the live ranks were computed from.
+    pub player_points: Vec<PlayerPoints>,
     /// (entry, points), points descending, ties by entry id descending.
     pub rows: Vec<(String, TeamPoints)>,
 }
@@ -70,6 +72,7 @@ pub async fn read_live_chunk(
         version: meta.version,
         ranks_version: meta.ranks_version,
         total: meta.total,
+        player_points: meta.player_points,
         rows,
     }))
 }
