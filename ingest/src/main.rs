@@ -6,6 +6,7 @@ mod score;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use leaderboard_service::cli::{self, CliError};
 use leaderboard_service::shutdown;
 use leaderboard_service::telemetry::TelemetryArgs;
 
@@ -51,37 +52,5 @@ fn main() -> ExitCode {
 }
 
 fn finish(outcome: Result<(), CliError>) -> ExitCode {
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("ingest: {}", error.message());
-            ExitCode::from(error.exit_code())
-        }
-    }
-}
-
-/// A failure at the binary edge: bad input exits 2, anything else 1.
-#[derive(Debug)]
-pub enum CliError {
-    /// The user's input cannot be used (not a match, unreadable file, bad rules).
-    Input(anyhow::Error),
-    /// Anything else.
-    Failure(anyhow::Error),
-}
-
-impl CliError {
-    fn message(&self) -> String {
-        let error = match self {
-            CliError::Input(error) | CliError::Failure(error) => error,
-        };
-        // One line: the whole context chain, joined.
-        format!("{error:#}").replace('\n', " ")
-    }
-
-    fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Input(_) => 2,
-            CliError::Failure(_) => 1,
-        }
-    }
+    cli::finish("ingest", outcome)
 }

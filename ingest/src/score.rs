@@ -11,7 +11,7 @@ use leaderboard_core::scoring::score_match;
 use leaderboard_service::config::RulesArgs;
 use serde_json::json;
 
-use crate::CliError;
+use leaderboard_service::cli::CliError;
 
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {

@@ -13,6 +13,7 @@ use jobs::schedule::ScheduleArgs;
 use jobs::EngineArgs;
 use leaderboard_core::ids::{ContestId, MatchId};
 use leaderboard_hot::jobs as queue;
+use leaderboard_service::cli::{self, CliError};
 use leaderboard_service::config::{RedisArgs, RulesArgs, StoreArgs};
 use leaderboard_service::shutdown;
 use leaderboard_service::telemetry::TelemetryArgs;
@@ -336,34 +337,5 @@ fn failure(error: impl std::error::Error + Send + Sync + 'static) -> CliError {
 }
 
 fn finish(outcome: Result<(), CliError>) -> ExitCode {
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("jobs: {}", error.message());
-            ExitCode::from(error.exit_code())
-        }
-    }
-}
-
-/// A failure at the binary edge: bad input exits 2, anything else 1.
-#[derive(Debug)]
-enum CliError {
-    Input(anyhow::Error),
-    Failure(anyhow::Error),
-}
-
-impl CliError {
-    fn message(&self) -> String {
-        let error = match self {
-            CliError::Input(error) | CliError::Failure(error) => error,
-        };
-        format!("{error:#}").replace('\n', " ")
-    }
-
-    fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Input(_) => 2,
-            CliError::Failure(_) => 1,
-        }
-    }
+    cli::finish("jobs", outcome)
 }

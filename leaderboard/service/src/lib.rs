@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
