@@ -214,7 +214,9 @@ impl Retrier {
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     metrics::init();
     let rules = Arc::new(args.rules.load()?);
-    let store = store::open(&args.store.store).context("cannot open the durable store")?;
+    let store = store::open(&args.store.store)
+        .await
+        .context("cannot open the durable store")?;
     // What finished within the keep-finished window is loaded in full, as
     // if this node had not restarted; anything older only by id.
     let keep_finished_ms = args.keep_finished_secs.saturating_mul(1000);

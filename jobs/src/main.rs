@@ -131,6 +131,7 @@ fn main() -> ExitCode {
 async fn recompute(args: RecomputeArgs) -> Result<(), CliError> {
     let rules = Arc::new(args.rules.load().map_err(CliError::Input)?);
     let store = leaderboard_store::open(&args.store.store)
+        .await
         .with_context(|| format!("cannot open the store {}", args.store.store))
         .map_err(CliError::Input)?;
     let contests: Vec<ContestId> = match (&args.which.contest, &args.which.match_id) {
@@ -249,6 +250,7 @@ async fn trigger(args: TriggerArgs) -> Result<(), CliError> {
         .with_context(|| format!("invalid --contest `{}`", args.contest))
         .map_err(CliError::Input)?;
     let store = leaderboard_store::open(&args.store.store)
+        .await
         .with_context(|| format!("cannot open the store {}", args.store.store))
         .map_err(CliError::Input)?;
     let known = store

@@ -1,9 +1,12 @@
 //! `jobs schedule`: recomputes every live contest every `--every`, and runs
 //! the operators' requests. Several schedulers may run; a lease in Redis
-//! (`SET NX PX` with a fencing token, renewed every third of its period,
-//! released on shutdown) makes exactly one of them active. The others wait,
-//! and the first to see the lease gone takes it: within one lease period of
-//! the active one dying. Requests left unacknowledged by a dead scheduler are
+//! (`SET NX PX` with a fencing token, released on shutdown) makes exactly one
+//! of them active. The others wait, and the first to see the lease gone
+//! takes it: within one lease period (`--lease`) of the active one dying.
+//! That bound is kept by the timing: the key lives two thirds of the period
+//! and is renewed every sixth (two renewals may fail before it lapses), and
+//! the waiters try for it every quarter, so a dead holder's key is gone
+//! within 2/3 of the period and taken within 2/3 + 1/4 = 11/12 of it. Requests left unacknowledged by a dead scheduler are
 //! claimed (`XAUTOCLAIM`) once idle for a lease period, and run again.
 
 use std::net::SocketAddr;
@@ -57,6 +60,7 @@ pub struct ScheduleArgs {
 pub async fn run(args: ScheduleArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let rules = Arc::new(args.rules.load()?);
     let store = leaderboard_store::open(&args.store.store)
+        .await
         .with_context(|| format!("cannot open the store {}", args.store.store))?;
     let connection = leaderboard_hot::connect(&args.redis.url)
         .await
@@ -143,7 +147,12 @@ impl Scheduler {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
-                match jobs::try_acquire_lease(&mut connection, &self.node, self.lease_period).await
+                match jobs::try_acquire_lease(
+                    &mut connection,
+                    &self.node,
+                    lease_ttl(self.lease_period),
+                )
+                .await
                 {
                     Ok(Some(lease)) => break lease,
                     Ok(None) => {}
@@ -151,7 +160,7 @@ impl Scheduler {
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(self.lease_period / 3) => {}
+                    _ = tokio::time::sleep(self.lease_period / 4) => {}
                 }
             };
             metrics::LEASE_HELD.set(1);
@@ -317,7 +326,8 @@ impl Scheduler {
                     contest = %contest,
                     version = report.version,
                     rows = report.rows,
-                    differences = ?report.differences,
+                    reconcile = ?report.reconcile,
+                    differences = report.differences.map_or_else(|| "not compared".to_owned(), |d| d.to_string()),
                     total_ms = report.timings.total_ms,
                     "recompute done"
                 );
@@ -356,8 +366,14 @@ impl Scheduler {
     }
 }
 
-/// Renews the lease every third of its period; cancels `lost` once it is no
-/// longer ours, or Redis could not confirm it for a whole period.
+/// How long the lease key lives: two thirds of the lease period (see the
+/// module's docs for why).
+fn lease_ttl(period: Duration) -> Duration {
+    period * 2 / 3
+}
+
+/// Renews the lease every sixth of its period; cancels `lost` once it is no
+/// longer ours, or Redis could not confirm it for as long as the key lives.
 async fn renew(
     mut connection: ConnectionManager,
     lease: Lease,
@@ -368,9 +384,9 @@ async fn renew(
     loop {
         tokio::select! {
             _ = lost.cancelled() => return,
-            _ = tokio::time::sleep(period / 3) => {}
+            _ = tokio::time::sleep(period / 6) => {}
         }
-        match jobs::renew_lease(&mut connection, &lease, period).await {
+        match jobs::renew_lease(&mut connection, &lease, lease_ttl(period)).await {
             Ok(true) => confirmed = Instant::now(),
             Ok(false) => {
                 tracing::warn!("the scheduler lease is held by another node now");
@@ -379,7 +395,7 @@ async fn renew(
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot renew the scheduler lease");
-                if confirmed.elapsed() >= period {
+                if confirmed.elapsed() >= lease_ttl(period) {
                     lost.cancel();
                     return;
                 }

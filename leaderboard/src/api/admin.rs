@@ -144,6 +144,12 @@ async fn job(
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin.authorize(&headers)?;
+    if !jobs::valid_job_id(&job_id) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("invalid job id `{job_id}`: expected `j` and digits, as the recompute request answered"),
+        });
+    }
     let mut connection = admin.connection.clone();
     let job = jobs::read_job(&mut connection, &job_id)
         .await

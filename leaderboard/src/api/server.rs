@@ -267,6 +267,7 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot connect to Redis at {redis_url}"))?;
     let store = leaderboard_store::open(store)
+        .await
         .with_context(|| format!("cannot open the durable store `{store}`"))?;
     let cache = NodeCache::new(connection, Duration::from_millis(options.max_staleness_ms))
         .with_store(store.clone());

@@ -13,14 +13,82 @@ use leaderboard_core::store::{
 };
 
 /// Runs every check, each on a fresh store from `open`.
-pub async fn run_all<S: DurableStore, F: Fn() -> S>(open: F) {
-    an_empty_store_is_empty(&open()).await;
-    batches_load_back_in_order(&open()).await;
-    rank_snapshots_page_rank_and_expire(&open()).await;
-    finished_matches_load_only_their_ids(&open()).await;
-    recompute_input_is_one_moment_and_entries_page(&open()).await;
-    streamed_snapshots_publish_atomically(&open()).await;
-    rank_history_follows_kept_snapshots(&open()).await;
+pub async fn run_all<S, F, Fut>(open: F)
+where
+    S: DurableStore,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    an_empty_store_is_empty(&open().await).await;
+    batches_load_back_in_order(&open().await).await;
+    rank_snapshots_page_rank_and_expire(&open().await).await;
+    finished_matches_load_only_their_ids(&open().await).await;
+    recompute_input_is_one_moment_and_entries_page(&open().await).await;
+    streamed_snapshots_publish_atomically(&open().await).await;
+    rank_history_follows_kept_snapshots(&open().await).await;
+    large_snapshots_page_across_partitions(&open().await).await;
+}
+
+/// A snapshot and a contest larger than one partition of the Scylla schema
+/// (10,000 rows): pages that cross a partition's end read whole, entries
+/// page across buckets.
+pub async fn large_snapshots_page_across_partitions<S: DurableStore>(store: &S) {
+    let c1 = ContestId::parse("c1").unwrap();
+    let count = 25_000u64;
+    let entries: Vec<EntryRecord> = (0..count)
+        .map(|i| entry("c1", &format!("e{i:05}")))
+        .collect();
+    store
+        .apply(StoreBatch {
+            contests: vec![contest("c1")],
+            entries: entries.clone(),
+            contest_versions: vec![(c1.clone(), 1)],
+            ..StoreBatch::default()
+        })
+        .await
+        .expect("entries");
+    let page = store
+        .entries_page(&c1, 9_995, 20)
+        .await
+        .expect("entries page");
+    assert_eq!(page, entries[9_995..10_015]);
+    let tail = store
+        .entries_page(&c1, 24_990, 100)
+        .await
+        .expect("last page");
+    assert_eq!(tail, entries[24_990..]);
+
+    let points: Vec<(String, i64)> = (0..count)
+        .map(|i| (format!("e{i:05}"), (i % 997) as i64))
+        .collect();
+    let borrowed: Vec<(&str, i64)> = points.iter().map(|(e, p)| (e.as_str(), *p)).collect();
+    let all = rows(&borrowed);
+    let mut info = snapshot(1, &[]).info;
+    info.source = "recompute".into();
+    let mut writer = store.begin_rank_snapshot(info).await.expect("begin");
+    for chunk in all.chunks(7_000) {
+        writer.write(chunk.to_vec()).await.expect("chunk");
+    }
+    let head = writer.publish().await.expect("publish");
+    assert_eq!(head.total, count);
+    let page = store
+        .rank_page(&c1, head.snapshot_id, 19_990, 30)
+        .await
+        .expect("page across a partition's end");
+    assert_eq!(page, all[19_990..20_020]);
+    let last = store
+        .rank_page(&c1, head.snapshot_id, 24_995, 100)
+        .await
+        .expect("last page");
+    assert_eq!(last, all[24_995..]);
+    let deep = &all[17_321];
+    assert_eq!(
+        store
+            .rank_of_entry(&c1, head.snapshot_id, &deep.entry_id)
+            .await
+            .expect("entry"),
+        Some((17_321, deep.clone()))
+    );
 }
 
 fn contest(id: &str) -> ContestRecord {

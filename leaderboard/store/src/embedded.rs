@@ -142,6 +142,16 @@ fn now_ms() -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
+/// A write transaction, holding the write lock from its first statement
+/// (`BEGIN IMMEDIATE`). A deferred one that reads first and writes later
+/// fails at once with "database is locked" when another process committed
+/// in between (SQLite cannot upgrade a stale read snapshot, and no busy
+/// timeout waits for it); an immediate one waits for the lock instead, up to
+/// the busy timeout.
+fn write_transaction(connection: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 fn fail(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |error| StoreError::backend(operation, error)
 }
@@ -192,7 +202,7 @@ impl EmbeddedStore {
             )
             .map_err(fail("open"))?;
         if versioned {
-            let txn = connection.transaction().map_err(fail("migrate"))?;
+            let txn = write_transaction(&mut connection).map_err(fail("migrate"))?;
             txn.execute_batch(MIGRATE_VERSIONED_SNAPSHOTS)
                 .map_err(fail("migrate"))?;
             txn.commit().map_err(fail("migrate"))?;
@@ -221,7 +231,7 @@ impl EmbeddedStore {
 
     fn apply_blocking(connection: &mut Connection, batch: &StoreBatch) -> Result<(), StoreError> {
         let write = fail("write");
-        let txn = connection.transaction().map_err(&write)?;
+        let txn = write_transaction(connection).map_err(&write)?;
         {
             let mut insert = txn
                 .prepare_cached(
@@ -909,7 +919,7 @@ impl DurableStore for EmbeddedStore {
                     let contest = contest.clone();
                     move |connection| {
                         let write = fail("start rank snapshot");
-                        let txn = connection.transaction().map_err(&write)?;
+                        let txn = write_transaction(connection).map_err(&write)?;
                         let snapshot_id = next_snapshot_id(&txn, contest.as_str())?;
                         txn.execute(
                             "INSERT INTO rank_snapshot_pending (contest_id, snapshot_id, started_at_ms)
@@ -1010,7 +1020,7 @@ impl RankSnapshotWriter for EmbeddedSnapshotWriter {
             self.next_position += rows.len() as u64;
             self.store
                 .with("write rank rows", move |connection| {
-                    let txn = connection.transaction().map_err(fail("write rank rows"))?;
+                    let txn = write_transaction(connection).map_err(fail("write rank rows"))?;
                     insert_rows(&txn, contest.as_str(), snapshot_id, first, &rows)?;
                     txn.commit().map_err(fail("write rank rows"))
                 })
@@ -1027,8 +1037,7 @@ impl RankSnapshotWriter for EmbeddedSnapshotWriter {
             let expired = self
                 .store
                 .with("publish rank snapshot", move |connection| {
-                    let txn = connection
-                        .transaction()
+                    let txn = write_transaction(connection)
                         .map_err(fail("publish rank snapshot"))?;
                     publish_head(&txn, &published, published.snapshot_id)?;
                     let expired = expired_snapshots(&txn, published.contest_id.as_str())?;
@@ -1070,7 +1079,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = EmbeddedStore::open(dir.path()).unwrap();
             dirs.lock().unwrap().push(dir);
-            store
+            std::future::ready(store)
         })
         .await;
     }

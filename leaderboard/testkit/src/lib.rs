@@ -333,11 +333,25 @@ pub fn http(port: u16, path: &str) -> (u16, Vec<(String, String)>, String) {
 
 /// One HTTP/1.1 request without a body: (status, headers in lower case, body).
 pub fn request(port: u16, method: &str, path: &str) -> (u16, Vec<(String, String)>, String) {
+    request_with(port, method, path, &[])
+}
+
+/// One HTTP/1.1 request without a body, with extra headers.
+pub fn request_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -367,8 +381,14 @@ pub async fn serve_api(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let store =
-        store.map(|dir| leaderboard_store::open(&format!("file://{}", dir.display())).unwrap());
+    let store = match store {
+        Some(dir) => Some(
+            leaderboard_store::open(&format!("file://{}", dir.display()))
+                .await
+                .unwrap(),
+        ),
+        None => None,
+    };
     let mut cache = leaderboard::api::cache::NodeCache::new(
         leaderboard_hot::connect(redis_url).await.unwrap(),
         Duration::from_secs(60),
