@@ -218,7 +218,7 @@ async fn plans(args: &[String]) {
         *histogram.entry(halves).or_default() += 1;
     }
     let mut values: Vec<(i64, u64)> = histogram.into_iter().collect();
-    values.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    values.sort_unstable_by_key(|&(halves, _)| std::cmp::Reverse(halves));
     let mut above = 0;
     let mut rank_of = std::collections::HashMap::with_capacity(values.len());
     for (halves, count) in values {
