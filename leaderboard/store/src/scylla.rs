@@ -248,8 +248,8 @@ pub const STATEMENTS: &[(&str, &str, bool)] = &[
     ("entry_next", "SELECT next FROM entry_positions WHERE contest_id = ?", true),
     ("claim_first_entries", "INSERT INTO entry_positions (contest_id, next) VALUES (?, ?) IF NOT EXISTS", false),
     ("claim_entries", "UPDATE entry_positions SET next = ? WHERE contest_id = ? IF next = ?", false),
-    ("put_entry", "INSERT INTO entries (contest_id, bucket, seq, record) VALUES (?, ?, ?, ?)", true),
-    ("entries_from", "SELECT seq, record FROM entries WHERE contest_id = ? AND bucket = ? AND seq >= ? LIMIT ?", true),
+    ("put_entry", "INSERT INTO contest_entries (contest_id, bucket, seq, record) VALUES (?, ?, ?, ?)", true),
+    ("entries_from", "SELECT seq, record FROM contest_entries WHERE contest_id = ? AND bucket = ? AND seq >= ? LIMIT ?", true),
     ("put_event", "INSERT INTO match_events (match_id, seq, event) VALUES (?, ?, ?)", true),
     ("events", "SELECT seq, event FROM match_events WHERE match_id = ?", true),
     ("events_through", "SELECT seq, event FROM match_events WHERE match_id = ? AND seq <= ?", true),
@@ -1378,7 +1378,7 @@ mod tests {
                 "contests",
                 "contest_versions",
                 "entry_positions",
-                "entries",
+                "contest_entries",
                 "match_events",
                 "finished_matches",
                 "finished_contests",
@@ -1430,6 +1430,96 @@ mod tests {
         }
         let names: HashSet<&str> = STATEMENTS.iter().map(|(name, _, _)| *name).collect();
         assert_eq!(names.len(), STATEMENTS.len(), "names are unique");
+    }
+
+    /// CQL's reserved keywords (ScyllaDB's and Cassandra's lists together):
+    /// none may name a table or a column unquoted.
+    const RESERVED: &[&str] = &[
+        "add",
+        "allow",
+        "alter",
+        "and",
+        "apply",
+        "asc",
+        "authorize",
+        "batch",
+        "begin",
+        "by",
+        "columnfamily",
+        "create",
+        "default",
+        "delete",
+        "desc",
+        "describe",
+        "drop",
+        "entries",
+        "execute",
+        "for",
+        "from",
+        "full",
+        "grant",
+        "if",
+        "in",
+        "index",
+        "infinity",
+        "insert",
+        "into",
+        "is",
+        "keyspace",
+        "keyspaces",
+        "limit",
+        "materialized",
+        "mbean",
+        "mbeans",
+        "modify",
+        "nan",
+        "norecursive",
+        "not",
+        "null",
+        "of",
+        "on",
+        "or",
+        "order",
+        "primary",
+        "rename",
+        "replace",
+        "revoke",
+        "schema",
+        "select",
+        "set",
+        "table",
+        "to",
+        "token",
+        "truncate",
+        "unlogged",
+        "unset",
+        "update",
+        "use",
+        "using",
+        "view",
+        "where",
+        "with",
+    ];
+
+    #[test]
+    fn no_table_or_column_is_a_reserved_word() {
+        for statement in schema_statements(TABLES_CQL) {
+            let body = &statement[statement.find('(').unwrap() + 1..];
+            let table = statement.split_whitespace().nth(5).unwrap();
+            let mut names = vec![table];
+            for definition in body.split(',') {
+                let first = definition.split_whitespace().next().unwrap_or("");
+                if !first.starts_with("PRIMARY") && !first.starts_with('(') {
+                    names.push(first);
+                }
+            }
+            for name in names {
+                assert!(
+                    !RESERVED.contains(&name.to_lowercase().as_str()),
+                    "`{name}` is a reserved word of CQL: {statement}"
+                );
+            }
+        }
     }
 
     #[test]
