@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::decode::{corrupt, id, now_ms};
 use leaderboard_core::contest::{ContestRecord, EntryRecord};
 use leaderboard_core::event::{EventBody, MatchEvent};
 use leaderboard_core::ids::{ContestId, EntryId, MatchId};
@@ -135,13 +136,6 @@ pub struct EmbeddedStore {
     connection: Arc<Mutex<Connection>>,
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
-
 /// A write transaction, holding the write lock from its first statement
 /// (`BEGIN IMMEDIATE`). A deferred one that reads first and writes later
 /// fails at once with "database is locked" when another process committed
@@ -154,24 +148,6 @@ fn write_transaction(connection: &mut Connection) -> rusqlite::Result<rusqlite::
 
 fn fail(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |error| StoreError::backend(operation, error)
-}
-
-fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> StoreError {
-    move |error| StoreError::Corrupt {
-        what,
-        message: error.to_string(),
-    }
-}
-
-fn id<T>(
-    what: &str,
-    parse: impl FnOnce(&str) -> Result<T, leaderboard_core::ids::IdError>,
-    text: &str,
-) -> Result<T, StoreError> {
-    parse(text).map_err(|error| StoreError::Corrupt {
-        what: what.to_owned(),
-        message: error.to_string(),
-    })
 }
 
 impl EmbeddedStore {

@@ -9,6 +9,7 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod decode;
 pub mod embedded;
 pub mod scylla;
 

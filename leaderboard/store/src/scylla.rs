@@ -31,6 +31,7 @@ use ::scylla::client::session_builder::SessionBuilder;
 use ::scylla::statement::prepared::PreparedStatement;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::decode::{corrupt, id, now_ms};
 use leaderboard_core::contest::{ContestRecord, EntryRecord};
 use leaderboard_core::event::{EventBody, MatchEvent};
 use leaderboard_core::ids::{ContestId, EntryId, MatchId};
@@ -105,24 +106,6 @@ pub fn from_bigint(what: &str, value: i64) -> Result<u64, StoreError> {
     })
 }
 
-fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> StoreError {
-    move |error| StoreError::Corrupt {
-        what,
-        message: error.to_string(),
-    }
-}
-
-fn parse_id<T>(
-    what: &str,
-    parse: impl FnOnce(&str) -> Result<T, leaderboard_core::ids::IdError>,
-    text: &str,
-) -> Result<T, StoreError> {
-    parse(text).map_err(|error| StoreError::Corrupt {
-        what: what.to_owned(),
-        message: error.to_string(),
-    })
-}
-
 /// A `rank_rows` row (position, rank, entry, user, points) as the port's row.
 pub type RankRowColumns = (i64, i64, String, String, i64);
 
@@ -135,7 +118,7 @@ pub fn rank_row(
         position,
         RankRow {
             rank: from_bigint("rank row rank", rank)?,
-            entry_id: parse_id("rank row", EntryId::parse, &entry_id)?,
+            entry_id: id("rank row", EntryId::parse, &entry_id)?,
             user_id,
             points: TeamPoints(points),
         },
@@ -151,7 +134,7 @@ pub fn head(contest: &ContestId, columns: HeadColumns) -> Result<RankSnapshotInf
     Ok(RankSnapshotInfo {
         contest_id: contest.clone(),
         snapshot_id: from_bigint("snapshot id", snapshot_id)?,
-        match_id: parse_id("rank snapshot", MatchId::parse, &match_id)?,
+        match_id: id("rank snapshot", MatchId::parse, &match_id)?,
         version: from_bigint("snapshot version", version)?,
         total: from_bigint("snapshot total", total)?,
         computed_at_ms: from_bigint("snapshot time", computed_at_ms)?,
@@ -187,13 +170,6 @@ pub fn obsolete(heads: &[RankSnapshotInfo], published: &RankSnapshotInfo) -> Vec
         .filter(|head| !keep.contains(&head.snapshot_id))
         .cloned()
         .collect()
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// Every statement the adapter runs, prepared once at open.
@@ -434,7 +410,7 @@ impl Inner {
         let Some((Some(match_id), _)) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let match_id = parse_id("contest's match", MatchId::parse, &match_id)?;
+        let match_id = id("contest's match", MatchId::parse, &match_id)?;
         self.matches
             .lock()
             .expect("not poisoned")
@@ -920,9 +896,9 @@ impl Inner {
     ) -> Result<Vec<(T, u64)>, StoreError> {
         let rows: Vec<(String, Option<i64>)> = self.read("read", statement, ()).await?;
         rows.into_iter()
-            .map(|(id, at)| {
+            .map(|(text, at)| {
                 Ok((
-                    parse_id(what, &parse, &id)?,
+                    id(what, &parse, &text)?,
                     from_bigint(what, at.unwrap_or(0))?,
                 ))
             })
@@ -1082,7 +1058,7 @@ impl Inner {
             .await?;
         let matches: BTreeSet<MatchId> = matches
             .into_iter()
-            .map(|(id,)| parse_id("match log", MatchId::parse, &id))
+            .map(|(text,)| id("match log", MatchId::parse, &text))
             .collect::<Result<_, _>>()?;
         for match_id in matches {
             if !snapshot.finished_matches.contains(&match_id) {
