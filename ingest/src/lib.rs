@@ -8,7 +8,7 @@
 //!
 //! Kafka is reached through `rdkafka` with its bundled librdkafka (the one
 //! Debian ships is too old for some brokers), Redis through `redis` with its
-//! reconnecting `ConnectionManager`.
+//! reconnecting `HotConnection`.
 
 pub mod contests;
 pub mod kafka;

@@ -73,7 +73,7 @@ fn replay_args(broker: &Broker, files: &[&Path], speed: f64, corrections: bool) 
 }
 
 /// The applied `seq` Redis reports for a match.
-fn redis_seq(connection: &mut redis::Connection, match_id: &MatchId) -> Option<u64> {
+fn redis_seq(connection: &mut support::TestConnection, match_id: &MatchId) -> Option<u64> {
     connection
         .hget(hot::match_meta_key(match_id), "seq")
         .ok()
@@ -107,7 +107,7 @@ fn assert_redis_matches_offline(
     contest: &Contest,
 ) {
     wait_for_entries(redis, contest, 60);
-    let mut connection = redis.client().get_connection().unwrap();
+    let mut connection = redis.connection();
     let points: BTreeMap<String, i64> =
         connection.hgetall(hot::match_points_key(match_id)).unwrap();
     let expected: BTreeMap<String, i64> = scorer
@@ -154,14 +154,14 @@ fn assert_redis_matches_offline(
 }
 
 fn wait_for_match_end(redis: &Redis, match_id: &MatchId, last_seq: u64, seconds: u64) {
-    let mut connection = redis.client().get_connection().unwrap();
+    let mut connection = redis.connection();
     wait_until(seconds, "the whole match in Redis", || {
         redis_seq(&mut connection, match_id) == Some(last_seq)
     });
 }
 
 fn wait_for_entries(redis: &Redis, contest: &Contest, seconds: u64) {
-    let mut connection = redis.client().get_connection().unwrap();
+    let mut connection = redis.connection();
     let key = hot::contest_meta_key(&contest.record.contest_id);
     wait_until(seconds, "every entry in Redis", || {
         connection
@@ -314,7 +314,7 @@ fn replayed_matches_with_corrections_and_bad_input_end_as_the_offline_score() {
     // Once Redis has forgotten c1 (deleted here rather than waiting hours),
     // the read API answers it from the store, exactly and at its version.
     let c1 = ContestId::parse("c1").unwrap();
-    let mut connection = redis.client().get_connection().unwrap();
+    let mut connection = redis.connection();
     let ttl: i64 = connection.ttl(hot::contest_ranks_key(&c1)).unwrap();
     assert!((1..=21_600).contains(&ttl), "retention set: TTL {ttl}");
     let _: () = connection
@@ -482,7 +482,7 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     let mut kill_points: Vec<u64> = (0..6).map(|_| rng.random_range(5..last_seq - 5)).collect();
     kill_points.sort_unstable();
-    let mut connection = redis.client().get_connection().unwrap();
+    let mut connection = redis.connection();
     for (kill, point) in kill_points.iter().enumerate() {
         wait_until(120, "the next kill point", || {
             redis_seq(&mut connection, &match_id).unwrap_or(0) >= *point
@@ -563,7 +563,7 @@ impl LiveMatch {
     }
 
     fn wait_past(&self, seq: u64) {
-        let mut connection = self.redis.client().get_connection().unwrap();
+        let mut connection = self.redis.connection();
         wait_until(30, "the match under way", || {
             redis_seq(&mut connection, &self.match_id).unwrap_or(0) > seq
         });
@@ -587,7 +587,7 @@ impl LiveMatch {
 fn a_flushed_redis_is_rebuilt_by_the_service() {
     let mut live = LiveMatch::start("1136570", "f1", 500, 4000.0);
     live.wait_past(100);
-    let mut connection = live.redis.client().get_connection().unwrap();
+    let mut connection = live.redis.connection();
     let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
     live.finish_and_check();
     // A flush after the match ended is noticed with no new event at all.
@@ -629,7 +629,7 @@ fn a_redis_outage_is_retried_and_the_state_rebuilt() {
 fn a_write_redis_refuses_is_retried_and_the_service_not_ready_meanwhile() {
     let mut live = LiveMatch::start("1136590", "w1", 300, 3000.0);
     live.wait_past(40);
-    let mut connection = live.redis.client().get_connection().unwrap();
+    let mut connection = live.redis.connection();
     // Redis still answers PING, but refuses every write (OOM).
     let _: () = redis::cmd("CONFIG")
         .arg("SET")

@@ -304,7 +304,7 @@ async fn status(args: StatusArgs) -> Result<(), CliError> {
 
 /// Polls the job until it is done or failed, showing its state.
 async fn wait_for(
-    connection: &mut redis::aio::ConnectionManager,
+    connection: &mut leaderboard_hot::HotConnection,
     job_id: &str,
 ) -> Result<(), CliError> {
     let terminal = std::io::stderr().is_terminal();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::DataFusionError;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
+use leaderboard_hot::HotConnection;
 use serde::Serialize;
 
 use leaderboard_core::ids::{ContestId, EntryId};
@@ -157,7 +157,7 @@ pub enum Stage {
 #[derive(Clone)]
 pub struct Recomputer {
     pub store: SharedStore,
-    pub redis: Option<ConnectionManager>,
+    pub redis: Option<HotConnection>,
     pub rules: Arc<Rules>,
     pub engine: EngineOptions,
 }
@@ -522,7 +522,7 @@ fn spawn_query(
 /// 0 differences; the first difference switches to an exact per-entry count
 /// after the snapshot is published.
 struct Comparison {
-    connection: ConnectionManager,
+    connection: HotConnection,
     contest: ContestId,
     version: u64,
     position: usize,
@@ -536,7 +536,7 @@ enum Compared {
 }
 
 impl Comparison {
-    fn new(connection: ConnectionManager, contest: ContestId, version: u64) -> Comparison {
+    fn new(connection: HotConnection, contest: ContestId, version: u64) -> Comparison {
         Comparison {
             connection,
             contest,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use redis::aio::ConnectionManager;
+use leaderboard_hot::HotConnection;
 use tokio_util::sync::CancellationToken;
 
 use leaderboard_core::ids::ContestId;
@@ -129,8 +129,8 @@ fn default_node() -> String {
 }
 
 struct Scheduler {
-    connection: ConnectionManager,
-    blocking: ConnectionManager,
+    connection: HotConnection,
+    blocking: HotConnection,
     store: SharedStore,
     recomputer: Recomputer,
     node: String,
@@ -238,7 +238,7 @@ impl Scheduler {
     }
 
     /// Queues a recompute of every live contest (joining any already queued).
-    async fn schedule_pass(&self, connection: &mut ConnectionManager) {
+    async fn schedule_pass(&self, connection: &mut HotConnection) {
         let contests = match self.store.list_contests().await {
             Ok(contests) => contests,
             Err(error) => {
@@ -262,7 +262,7 @@ impl Scheduler {
 
     async fn run_request(
         &self,
-        connection: &mut ConnectionManager,
+        connection: &mut HotConnection,
         lease: &Lease,
         lost: &CancellationToken,
         request: Request,
@@ -375,7 +375,7 @@ fn lease_ttl(period: Duration) -> Duration {
 /// Renews the lease every sixth of its period; cancels `lost` once it is no
 /// longer ours, or Redis could not confirm it for as long as the key lives.
 async fn renew(
-    mut connection: ConnectionManager,
+    mut connection: HotConnection,
     lease: Lease,
     period: Duration,
     lost: CancellationToken,

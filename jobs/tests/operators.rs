@@ -519,7 +519,7 @@ async fn during_a_real_match_replayed_through_kafka_every_scheduled_recompute_re
     // After the last ball: one more recompute, by an operator, at the final version.
     let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
     wait_until(60, "the whole match applied in Redis", || {
-        let mut connection = redis.client().get_connection().unwrap();
+        let mut connection = redis.connection();
         let seq: Option<u64> = redis::cmd("HGET")
             .arg(leaderboard_hot::match_meta_key(&match_id))
             .arg("seq")

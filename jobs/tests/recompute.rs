@@ -146,11 +146,7 @@ async fn reconcile_counts_zero_on_right_live_ranks_and_repairs_wrong_ones() {
 
     // Someone (or a bug) moves one entry's live points: the recompute finds
     // it, the ranks it shifted, and rewrites Redis.
-    let mut connection = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = redis.connect().await;
     let expected = contest.brute_force();
     let victim = &expected[expected.len() - 1];
     let _: () = redis::AsyncCommands::zadd(
@@ -161,8 +157,11 @@ async fn reconcile_counts_zero_on_right_live_ranks_and_repairs_wrong_ones() {
     )
     .await
     .unwrap();
-    let mut notices = redis.client().get_async_pubsub().await.unwrap();
-    notices.subscribe(hot::contest_channel(&c1)).await.unwrap();
+    let (mut subscriptions, mut notices) = hot::notices::subscribe_to(&redis.url()).await.unwrap();
+    subscriptions
+        .subscribe(&[hot::contest_channel(&c1)])
+        .await
+        .unwrap();
     let report = recomputer.contest(&c1, &|_| {}).await.unwrap();
     let Reconciled::Compared {
         differences,
@@ -175,15 +174,14 @@ async fn reconcile_counts_zero_on_right_live_ranks_and_repairs_wrong_ones() {
     // The victim itself, and every entry it jumped over lost a place.
     let jumped = expected.len() as u64; // it went from last to first
     assert!(differences >= 1 && differences <= jumped, "{differences}");
-    let notice = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        futures::StreamExt::next(&mut notices.on_message()),
-    )
-    .await
-    .expect("a notice after the repair")
-    .unwrap();
-    let notice: hot::ContestChanged =
-        serde_json::from_str(&notice.get_payload::<String>().unwrap()).unwrap();
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(5), notices.next())
+        .await
+        .expect("a notice after the repair")
+        .unwrap();
+    let hot::notices::Event::Notice { payload, .. } = notice else {
+        panic!("{notice:?}");
+    };
+    let notice: hot::ContestChanged = serde_json::from_slice(&payload).unwrap();
     assert_eq!(notice.version, report.version);
     let score: f64 = redis::AsyncCommands::zscore(
         &mut connection,

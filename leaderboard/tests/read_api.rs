@@ -502,12 +502,7 @@ async fn every_status_is_counted_by_route() {
 
 /// Sets one hash field of the hot state by hand, as a corruption would.
 async fn corrupt(fixture: &Fixture, command: &[&str]) {
-    let mut connection = fixture
-        .redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut connection = fixture.redis.connect().await;
     let mut cmd = redis::cmd(command[0]);
     for arg in &command[1..] {
         cmd.arg(*arg);
@@ -554,7 +549,8 @@ async fn corrupt_values_in_redis_are_refused_counted_and_the_next_notice_serves_
     assert_eq!(status, 503, "{body}");
     // Meta that is not the writer's: unreadable player points.
     corrupt(&fixture, &["HSET", "lb:c:{c1}:meta", "players", "not json"]).await;
-    corrupt(&fixture, &["PUBLISH", "lb:c:{c1}:changed", "{}"]).await;
+    let publish = leaderboard_hot::connection::publish_command(fixture.redis.is_cluster());
+    corrupt(&fixture, &[publish, "lb:c:{c1}:changed", "{}"]).await;
     wait_until(10, "the corrupt meta to be refused", || {
         http(port, "/v1/contests/c1/entries/e6").0 == 503
     });

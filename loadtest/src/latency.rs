@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use leaderboard_core::cricsheet::{match_id_from_path, CricsheetMatch};
 use leaderboard_core::{ContestId, EntryId, MatchId, TeamPoints};
@@ -35,7 +34,6 @@ pub struct NoticeLatencyArgs {
 
 /// Produces one ball at a time and waits for the contest's notice.
 pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
-    let client = redis::Client::open(args.redis.url.as_str())?;
     let mut connection = hot::connect(&args.redis.url).await?;
     let match_id: String = redis::cmd("HGET")
         .arg(hot::contest_meta_key(&args.contest))
@@ -49,11 +47,11 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
         .arg("total")
         .query_async(&mut connection)
         .await?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub
-        .subscribe(hot::contest_channel(&args.contest))
+    // One server or a cluster (sharded channels) alike.
+    let (mut subscriptions, mut notices) = hot::notices::subscribe_to(&args.redis.url).await?;
+    subscriptions
+        .subscribe(&[hot::contest_channel(&args.contest)])
         .await?;
-    let mut notices = pubsub.on_message();
     let producer: FutureProducer = ingest::kafka::producer_config(&args.kafka.brokers).create()?;
     let cricsheet = CricsheetMatch::from_json(&std::fs::read_to_string(&args.match_file)?)?;
     let teams: Vec<&Vec<String>> = cricsheet.info.players.values().collect();
@@ -88,7 +86,10 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
                 .await
                 .context("no notice within 60 s")?
                 .context("pub/sub closed")?;
-            let notice: ContestChanged = serde_json::from_str(&message.get_payload::<String>()?)?;
+            let hot::notices::Event::Notice { payload, .. } = message else {
+                continue;
+            };
+            let notice: ContestChanged = serde_json::from_slice(&payload)?;
             if notice.version > 0 {
                 break;
             }

@@ -258,13 +258,14 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         received.store(0, Ordering::Release);
         expected.store(current, Ordering::Release);
         let sent = started.elapsed().as_micros() as u64;
-        redis::pipe()
-            .hset(&meta_key, "version", current)
-            .ignore()
-            .publish(hot::contest_channel(&args.contest), notice.to_string())
-            .ignore()
-            .query_async::<()>(&mut redis)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.hset(&meta_key, "version", current).ignore();
+        redis.notice(
+            &mut pipe,
+            &hot::contest_channel(&args.contest),
+            &notice.to_string(),
+        );
+        pipe.query_async::<()>(&mut redis).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while received.load(Ordering::Acquire) < open && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;

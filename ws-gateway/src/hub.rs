@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use leaderboard_core::rank::CompetitionRanks;
 use leaderboard_core::ContestId;
+use leaderboard_hot::HotConnection;
 use leaderboard_hot::{self as hot, ContestSnapshot, EntryTeam, ReadError, TeamCache};
 use leaderboard_service::backoff::Backoff;
-use redis::aio::ConnectionManager;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -145,7 +145,7 @@ struct Inner {
     /// Newest state per contest: subscribers share it (concurrent misses
     /// coalesce into one read), and each fan-out replaces it.
     latest: moka::future::Cache<ContestId, Arc<Latest>>,
-    connection: ConnectionManager,
+    connection: HotConnection,
     channels: mpsc::UnboundedSender<Channel>,
     next_session: AtomicU64,
 }
@@ -160,7 +160,7 @@ impl Hub {
     /// A hub reading through `connection`; channel changes go to `channels`
     /// (the pub/sub subscriber).
     pub fn new(
-        connection: ConnectionManager,
+        connection: HotConnection,
         max_staleness: Duration,
         channels: mpsc::UnboundedSender<Channel>,
     ) -> Hub {

@@ -4,13 +4,15 @@
 //! unsubscribes when the room empties, and hands every version notice to the
 //! hub. When the connection drops it reconnects with backoff and jitter,
 //! subscribes every open room again and resynchronizes them, since notices
-//! may have been missed in the gap.
+//! may have been missed in the gap. On a Redis Cluster the channels are
+//! sharded (`SSUBSCRIBE`, see `leaderboard_hot::notices`): each contest's
+//! subscription lives on the shard that owns the contest, and a shard that
+//! failed over resubscribes by itself, which resynchronizes its contest.
 
-use futures::StreamExt;
 use leaderboard_core::ContestId;
+use leaderboard_hot::notices::{self, Event, Messages, Subscriptions};
 use leaderboard_hot::{self as hot, ContestChanged};
 use leaderboard_service::backoff::Backoff;
-use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +51,7 @@ pub async fn run(
                             None => return,
                         },
                         message = messages.next() => match message {
-                            Some(message) => on_message(&hub, &message),
+                            Some(message) => on_event(&hub, message),
                             None => break,
                         },
                     }
@@ -65,44 +67,49 @@ pub async fn run(
 }
 
 /// A fresh pub/sub connection subscribed to every open room.
-async fn connect(
-    redis_url: &str,
-    hub: &Hub,
-) -> redis::RedisResult<(PubSubSink, redis::aio::PubSubStream)> {
-    let client = redis::Client::open(redis_url)?;
-    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+async fn connect(redis_url: &str, hub: &Hub) -> redis::RedisResult<(Subscriptions, Messages)> {
+    let (mut sink, stream) = notices::subscribe_to(redis_url).await?;
     let channels: Vec<String> = hub.contests().iter().map(hot::contest_channel).collect();
-    if !channels.is_empty() {
-        sink.subscribe(&channels).await?;
-    }
+    sink.subscribe(&channels).await?;
     Ok((sink, stream))
 }
 
-async fn apply(sink: &mut PubSubSink, hub: &Hub, change: Channel) -> redis::RedisResult<()> {
+async fn apply(sink: &mut Subscriptions, hub: &Hub, change: Channel) -> redis::RedisResult<()> {
     match change {
         Channel::Subscribe(contest_id) => {
-            sink.subscribe(hot::contest_channel(&contest_id)).await?;
+            sink.subscribe(&[hot::contest_channel(&contest_id)]).await?;
             // A notice may have gone out between the first read and now.
             hub.force(&contest_id);
         }
         Channel::Unsubscribe(contest_id) => {
             // The room may have been opened again meanwhile.
             if !hub.contests().contains(&contest_id) {
-                sink.unsubscribe(hot::contest_channel(&contest_id)).await?;
+                sink.unsubscribe(&[hot::contest_channel(&contest_id)])
+                    .await?;
             }
         }
     }
     Ok(())
 }
 
-fn on_message(hub: &Hub, message: &redis::Msg) {
-    let payload: Result<ContestChanged, _> = serde_json::from_slice(message.get_payload_bytes());
-    match payload {
+fn on_event(hub: &Hub, event: Event) {
+    let (channel, payload) = match event {
+        Event::Notice { channel, payload } => (channel, payload),
+        Event::Resubscribed { channel } => {
+            // The shard moved (a failover): notices may have been missed.
+            tracing::info!(%channel, "subscription restored; resynchronizing its contest");
+            if let Some(contest_id) = contest_of(&channel) {
+                hub.force(&contest_id);
+            }
+            return;
+        }
+    };
+    match serde_json::from_slice::<ContestChanged>(&payload) {
         Ok(notice) => hub.notice(&notice.contest_id),
         Err(error) => {
             // Not a notice we know: re-read the contest the channel names.
-            tracing::warn!(channel = message.get_channel_name(), %error, "unreadable notice");
-            if let Some(contest_id) = contest_of(message.get_channel_name()) {
+            tracing::warn!(%channel, %error, "unreadable notice");
+            if let Some(contest_id) = contest_of(&channel) {
                 hub.force(&contest_id);
             }
         }

@@ -683,16 +683,10 @@ async fn clients_resume_across_a_gateway_restart_and_a_redis_restart() {
     // Redis goes away and comes back empty; the pipeline rebuilds it, the
     // gateway reconnects its pub/sub and the client sees the next ball.
     // (once the new node's pub/sub connection follows the contest)
-    let mut probe = fixture.redis.client().get_connection().unwrap();
+    let channel =
+        leaderboard_hot::contest_channel(&leaderboard_core::ContestId::parse("c1").unwrap());
     support::wait_until(10, "the gateway's subscription", || {
-        let (_, count): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(leaderboard_hot::contest_channel(
-                &leaderboard_core::ContestId::parse("c1").unwrap(),
-            ))
-            .query(&mut probe)
-            .unwrap();
-        count == 1
+        fixture.redis.subscribers(&channel) == 1
     });
     fixture.redis.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1025,12 +1019,7 @@ async fn a_corrupt_team_in_redis_never_stops_a_room_from_updating() {
     let mut fixture = Fixture::new().await;
     let gateway = Gateway::start(&fixture.redis.url(), GatewayOptions::default()).await;
     {
-        let mut connection = fixture
-            .redis
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut connection = fixture.redis.connect().await;
         // A team naming a player outside the 22-player squad.
         let _: () = redis::AsyncCommands::hset(
             &mut connection,

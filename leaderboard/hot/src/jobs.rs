@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::HotConnection;
 use redis::{AsyncCommands, RedisResult};
 use serde::Serialize;
 
@@ -124,10 +124,7 @@ pub fn now_ms() -> u64 {
 
 /// Reads a job; `Ok(None)` for an unknown (or expired) one. A stored job
 /// without a valid state is reported as corrupt.
-pub async fn read_job(
-    connection: &mut ConnectionManager,
-    job_id: &str,
-) -> RedisResult<Option<Job>> {
+pub async fn read_job(connection: &mut HotConnection, job_id: &str) -> RedisResult<Option<Job>> {
     if !valid_job_id(job_id) {
         return Ok(None);
     }
@@ -160,7 +157,7 @@ pub async fn read_job(
 /// it, or a new queued one on the requests stream. Returns (job id, whether
 /// it is new).
 pub async fn request_recompute(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     contest: &ContestId,
     origin: &str,
 ) -> RedisResult<(String, bool)> {
@@ -234,7 +231,7 @@ static CLEAR_IF_OWNED: std::sync::LazyLock<redis::Script> = std::sync::LazyLock:
 
 /// Forgets the contest's active job, if it is still `job_id`.
 pub async fn clear_active(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     contest: &ContestId,
     job_id: &str,
 ) -> RedisResult<()> {
@@ -248,7 +245,7 @@ pub async fn clear_active(
 
 /// Sets fields of a job's state (and its state, if given).
 pub async fn update_job(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     job_id: &str,
     state: Option<JobState>,
     fields: &[(&str, String)],
@@ -273,7 +270,7 @@ pub struct Request {
 }
 
 /// Creates the consumer group (from the stream's start) unless it exists.
-pub async fn ensure_group(connection: &mut ConnectionManager) -> RedisResult<()> {
+pub async fn ensure_group(connection: &mut HotConnection) -> RedisResult<()> {
     let created: RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(REQUESTS_STREAM)
@@ -314,7 +311,7 @@ fn requests_of(reply: redis::streams::StreamReadReply) -> Vec<Request> {
 
 /// New requests for `consumer`, waiting up to `block` for one.
 pub async fn read_requests(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     consumer: &str,
     block: Duration,
 ) -> RedisResult<Vec<Request>> {
@@ -331,7 +328,7 @@ pub async fn read_requests(
 /// Requests read by a consumer that has not acknowledged them for
 /// `idle` (it died mid-job): claimed for `consumer`, to be run again.
 pub async fn claim_abandoned(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     consumer: &str,
     idle: Duration,
 ) -> RedisResult<Vec<Request>> {
@@ -349,7 +346,7 @@ pub async fn claim_abandoned(
 }
 
 /// Acknowledges a request: its job has finished, one way or the other.
-pub async fn acknowledge(connection: &mut ConnectionManager, stream_id: &str) -> RedisResult<()> {
+pub async fn acknowledge(connection: &mut HotConnection, stream_id: &str) -> RedisResult<()> {
     let _: i64 = connection
         .xack(REQUESTS_STREAM, SCHEDULERS_GROUP, &[stream_id])
         .await?;
@@ -372,7 +369,7 @@ impl Lease {
 
 /// Takes the lease for `ttl` if nobody holds it.
 pub async fn try_acquire_lease(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     node: &str,
     ttl: Duration,
 ) -> RedisResult<Option<Lease>> {
@@ -410,7 +407,7 @@ static RENEW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
 /// Extends the lease; `false` when it is no longer this node's (it expired
 /// and another node took it).
 pub async fn renew_lease(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     lease: &Lease,
     ttl: Duration,
 ) -> RedisResult<bool> {
@@ -424,7 +421,7 @@ pub async fn renew_lease(
 }
 
 /// Gives the lease up (on shutdown), if it is still this node's.
-pub async fn release_lease(connection: &mut ConnectionManager, lease: &Lease) -> RedisResult<()> {
+pub async fn release_lease(connection: &mut HotConnection, lease: &Lease) -> RedisResult<()> {
     let _: i64 = CLEAR_IF_OWNED
         .key(LEASE_KEY)
         .arg(lease.value())
@@ -434,7 +431,7 @@ pub async fn release_lease(connection: &mut ConnectionManager, lease: &Lease) ->
 }
 
 /// Who holds the lease now: (node, token).
-pub async fn lease_holder(connection: &mut ConnectionManager) -> RedisResult<Option<Lease>> {
+pub async fn lease_holder(connection: &mut HotConnection) -> RedisResult<Option<Lease>> {
     let holder: Option<String> = connection.get(LEASE_KEY).await?;
     Ok(holder.and_then(|value| {
         let (node, token) = value.rsplit_once('/')?;
@@ -448,7 +445,7 @@ pub async fn lease_holder(connection: &mut ConnectionManager) -> RedisResult<Opt
 /// Whether `lease` (with its fencing token) is still the one held: a job
 /// started under a lease that expired meanwhile must not publish, since a
 /// newer holder, with a larger token, may be running the same contest.
-pub async fn holds_lease(connection: &mut ConnectionManager, lease: &Lease) -> RedisResult<bool> {
+pub async fn holds_lease(connection: &mut HotConnection, lease: &Lease) -> RedisResult<bool> {
     let holder: Option<String> = connection.get(LEASE_KEY).await?;
     Ok(holder.as_deref() == Some(lease.value().as_str()))
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::HotConnection;
 
 use leaderboard_core::ids::{ContestId, EntryId};
 use leaderboard_core::points::{PlayerPoints, TeamPoints};
@@ -238,13 +238,13 @@ impl EntryFingerprint {
 /// (bounded, S3-FIFO eviction); concurrent misses for one entry share a read.
 #[derive(Debug, Clone)]
 pub struct TeamCache {
-    connection: ConnectionManager,
+    connection: HotConnection,
     entries: Arc<quick_cache::sync::Cache<u128, Arc<EntryTeam>>>,
     fingerprint: EntryFingerprint,
 }
 
 impl TeamCache {
-    pub fn new(connection: ConnectionManager, capacity: usize) -> TeamCache {
+    pub fn new(connection: HotConnection, capacity: usize) -> TeamCache {
         TeamCache {
             connection,
             entries: Arc::new(quick_cache::sync::Cache::new(capacity)),

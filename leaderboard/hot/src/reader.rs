@@ -1,7 +1,7 @@
 //! Reads of the hot state: leaderboard pages and a contest's top rows, each
 //! in one atomic step, and a match's player points.
 
-use redis::aio::ConnectionManager;
+use crate::HotConnection;
 use redis::{AsyncCommands, RedisResult};
 use serde::Serialize;
 
@@ -61,7 +61,7 @@ type PageRead = (
 
 /// Reads a page of the sorted set with competition ranks.
 pub async fn read_page(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     contest: &ContestId,
     offset: usize,
     limit: usize,
@@ -133,7 +133,7 @@ pub type TopRead = (
 
 /// Reads [`TopRead`] and the owners of the top rows.
 pub async fn read_top(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     contest: &ContestId,
     top: usize,
 ) -> RedisResult<(TopRead, Vec<Option<String>>)> {
@@ -166,7 +166,7 @@ pub async fn read_top(
 
 /// A match's live player points and version.
 pub async fn read_match_points(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     match_id: &MatchId,
 ) -> RedisResult<(u64, std::collections::BTreeMap<String, i64>)> {
     let points: std::collections::BTreeMap<String, i64> =

@@ -2,7 +2,7 @@
 //! ranks in page order, chunk by chunk, each chunk atomic with the version it
 //! belongs to; and repairing them where the recompute found them wrong.
 
-use redis::aio::ConnectionManager;
+use crate::HotConnection;
 use redis::RedisResult;
 
 use leaderboard_core::ids::{ContestId, EntryId};
@@ -41,7 +41,7 @@ static READ_CHUNK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new
 /// Reads positions `start..start + count` of the contest's sorted set with
 /// its meta, in one script (one atomic step). `None`: Redis has no such contest.
 pub async fn read_live_chunk(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     contest: &ContestId,
     start: usize,
     count: usize,
@@ -79,7 +79,7 @@ pub async fn read_live_chunk(
 
 /// The contest's histogram as stored: (points, entries), validated.
 pub async fn read_histogram(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     contest: &ContestId,
 ) -> Result<Vec<(TeamPoints, u64)>, ReadError> {
     use redis::AsyncCommands;
@@ -127,9 +127,10 @@ static REPAIR_SUMMARY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock:
         r"
         if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
         redis.call('DEL', KEYS[2])
-        for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+        for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
         redis.call('HSET', KEYS[1], 'total', ARGV[2], 'ranks_version', ARGV[1], 'players', ARGV[4])
-        redis.call('PUBLISH', KEYS[3], ARGV[3])
+        -- PUBLISH, or SPUBLISH on a cluster (the channel shares the contest's slot)
+        redis.call(ARGV[5], KEYS[3], ARGV[3])
         return 1
         ",
     )
@@ -140,7 +141,7 @@ static REPAIR_SUMMARY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock:
 /// version: the readers re-read it; a version is only ever moved by ingest).
 /// Returns `false`, having changed nothing more, once the version moved.
 pub async fn repair(
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     contest: &ContestId,
     version: u64,
     notice: &str,
@@ -177,7 +178,8 @@ pub async fn repair(
         .arg(&version_text)
         .arg(repair.total)
         .arg(notice)
-        .arg(serde_json::to_string(&repair.player_points).expect("points serialize"));
+        .arg(serde_json::to_string(&repair.player_points).expect("points serialize"))
+        .arg(crate::connection::publish_command(connection.is_cluster()));
     for (points, count) in &repair.histogram {
         invocation.arg(points.halves()).arg(*count);
     }

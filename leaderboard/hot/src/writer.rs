@@ -1,7 +1,7 @@
 //! Pipelined writes of the hot state: player points, a contest's ranks,
 //! histogram, teams and version, and the notices that follow them.
 
-use redis::aio::ConnectionManager;
+use crate::HotConnection;
 use redis::RedisResult;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +57,7 @@ pub struct ContestUpdate {
 /// Writes the hot state with pipelines; one instance per writer task.
 #[derive(Clone)]
 pub struct HotWriter {
-    connection: ConnectionManager,
+    connection: HotConnection,
     /// From this many changed entries, a contest is refreshed in two steps:
     /// histogram, version and notice first, then the sorted set in chunks.
     pub large_contest: usize,
@@ -77,16 +77,15 @@ impl std::fmt::Debug for HotWriter {
 /// What a readiness probe answers: `Err` with the reason when not ready.
 pub type Probe = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
-/// A readiness check's body: Redis answers PING.
+/// A readiness check's body: Redis (one server, or any node of a cluster)
+/// answers PING.
 pub fn pinger(url: &str) -> RedisResult<impl Fn() -> Probe + Send + Sync + 'static> {
-    let client = redis::Client::open(url)?;
+    crate::connection::Topology::parse(url)?;
+    let url = url.to_string();
     Ok(move || {
-        let client = client.clone();
+        let url = url.clone();
         Box::pin(async move {
-            let mut connection = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut connection = crate::connect(&url).await.map_err(|e| e.to_string())?;
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await
@@ -107,18 +106,8 @@ pub fn is_permanent(error: &redis::RedisError) -> bool {
     }
 }
 
-/// Connects with a connection manager that reconnects by itself.
-pub async fn connect(url: &str) -> RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(2)
-        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(30)));
-    ConnectionManager::new_with_config(client, config).await
-}
-
 impl HotWriter {
-    pub fn new(connection: ConnectionManager, large_contest: usize) -> HotWriter {
+    pub fn new(connection: HotConnection, large_contest: usize) -> HotWriter {
         HotWriter {
             connection,
             large_contest,
@@ -151,9 +140,11 @@ impl HotWriter {
             return Ok(());
         }
         let seconds = retention.as_secs().max(1) as i64;
-        let mut pipe = redis::pipe();
+        // One pipeline per hash tag: on a cluster each goes to its slot.
+        let mut pipes = Vec::new();
         let mut matches = std::collections::BTreeSet::new();
         for (contest, match_id) in contests {
+            let mut pipe = redis::pipe();
             for key in [
                 contest_ranks_key(contest),
                 contest_histogram_key(contest),
@@ -164,9 +155,11 @@ impl HotWriter {
             ] {
                 pipe.expire(key, seconds).ignore();
             }
+            pipes.push(pipe);
             matches.insert(match_id);
         }
         for match_id in matches {
+            let mut pipe = redis::pipe();
             for key in [
                 match_points_key(match_id),
                 match_meta_key(match_id),
@@ -174,19 +167,33 @@ impl HotWriter {
             ] {
                 pipe.expire(key, seconds).ignore();
             }
+            pipes.push(pipe);
         }
-        pipe.query_async(&mut self.connection).await
+        self.send_all(&pipes).await
     }
 
-    /// Writes match points, then every contest update; each contest's
-    /// version moves once and its notice is published after its writes.
+    /// Sends pipelines of different hash tags at once; each is one request
+    /// to the node of its slot (all to the one server, multiplexed, without
+    /// one). Their order among themselves is not kept.
+    async fn send_all(&self, pipes: &[redis::Pipeline]) -> RedisResult<()> {
+        let sends = pipes.iter().map(|pipe| {
+            let mut connection = self.connection.clone();
+            async move { pipe.query_async::<()>(&mut connection).await }
+        });
+        futures::future::try_join_all(sends).await.map(|_| ())
+    }
+
+    /// Writes match points (and which contests each match has), then every
+    /// contest update; each contest's version moves once and its notice is
+    /// published after its writes. Every pipeline stays within one hash tag.
     pub async fn write(
         &mut self,
         matches: &[MatchUpdate],
         contests: &[ContestUpdate],
     ) -> RedisResult<()> {
-        let mut pipe = redis::pipe();
+        let mut pipes: Vec<(MatchId, redis::Pipeline)> = Vec::new();
         for update in matches {
+            let mut pipe = redis::pipe();
             let points_key = match_points_key(&update.match_id);
             if update.full {
                 pipe.del(&points_key).ignore();
@@ -204,16 +211,32 @@ impl HotWriter {
                 &[("version", update.version), ("seq", update.last_seq)],
             )
             .ignore();
-            pipe.publish(
-                match_channel(&update.match_id),
-                serde_json::json!({"match_id": update.match_id, "version": update.version})
+            self.connection.notice(
+                &mut pipe,
+                &match_channel(&update.match_id),
+                &serde_json::json!({"match_id": update.match_id, "version": update.version})
                     .to_string(),
-            )
-            .ignore();
+            );
+            pipes.push((update.match_id.clone(), pipe));
         }
-        if !matches.is_empty() {
-            pipe.query_async::<()>(&mut self.connection).await?;
+        for update in contests {
+            let index = match pipes.iter().position(|(m, _)| *m == update.match_id) {
+                Some(index) => index,
+                None => {
+                    pipes.push((update.match_id.clone(), redis::pipe()));
+                    pipes.len() - 1
+                }
+            };
+            pipes[index]
+                .1
+                .sadd(
+                    match_contests_key(&update.match_id),
+                    update.contest_id.as_str(),
+                )
+                .ignore();
         }
+        let pipes: Vec<redis::Pipeline> = pipes.into_iter().map(|(_, pipe)| pipe).collect();
+        self.send_all(&pipes).await?;
         for update in contests {
             if update.ranks.len() >= self.large_contest {
                 self.write_large(update).await?;
@@ -234,6 +257,11 @@ impl HotWriter {
         }
         add_ranks(&mut pipe, update, &update.ranks);
         add_summary(&mut pipe, update, true);
+        self.connection.notice(
+            &mut pipe,
+            &contest_channel(&update.contest_id),
+            &notice_json(update),
+        );
         pipe.query_async::<()>(&mut self.connection).await
     }
 
@@ -245,6 +273,11 @@ impl HotWriter {
             clear_contest(&mut pipe, &update.contest_id);
         }
         add_summary(&mut pipe, update, false);
+        self.connection.notice(
+            &mut pipe,
+            &contest_channel(&update.contest_id),
+            &notice_json(update),
+        );
         pipe.query_async::<()>(&mut self.connection).await?;
         for chunk in update.ranks.chunks(ZADD_CHUNK * 4) {
             let mut pipe = redis::pipe();
@@ -259,12 +292,15 @@ impl HotWriter {
             update.version,
         )
         .ignore();
-        pipe.publish(contest_channel(&update.contest_id), notice_json(update))
-            .ignore();
+        self.connection.notice(
+            &mut pipe,
+            &contest_channel(&update.contest_id),
+            &notice_json(update),
+        );
         pipe.query_async::<()>(&mut self.connection).await
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> HotConnection {
         self.connection.clone()
     }
 }
@@ -290,8 +326,8 @@ fn add_ranks(pipe: &mut redis::Pipeline, update: &ContestUpdate, ranks: &[(Entry
     }
 }
 
-/// Users, teams, histogram, meta (with the version and the player points it
-/// was computed from) and the notice, in that order. `sorted_set_done` says
+/// Users, teams, histogram and meta (with the version and the player points
+/// it was computed from), in that order; the caller adds the notice. `sorted_set_done` says
 /// whether the sorted set already holds this version (`ranks_version`).
 fn add_summary(pipe: &mut redis::Pipeline, update: &ContestUpdate, sorted_set_done: bool) {
     let contest = &update.contest_id;
@@ -347,10 +383,6 @@ fn add_summary(pipe: &mut redis::Pipeline, update: &ContestUpdate, sorted_set_do
         pipe.hset(contest_meta_key(contest), "ranks_version", update.version)
             .ignore();
     }
-    pipe.sadd(match_contests_key(&update.match_id), contest.as_str())
-        .ignore();
-    pipe.publish(contest_channel(contest), notice_json(update))
-        .ignore();
 }
 
 fn notice_json(update: &ContestUpdate) -> String {

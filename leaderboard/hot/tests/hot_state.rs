@@ -5,7 +5,6 @@ use leaderboard_testkit as support;
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use leaderboard_core::rank::ranks_by_sort;
 use leaderboard_core::{ContestId, EntryId, MatchId, TeamPoints, UserId};
 use leaderboard_hot::{self as hot, ContestChanged, ContestUpdate, HotWriter};
@@ -91,10 +90,16 @@ async fn pages_carry_competition_ranks_in_small_and_large_mode() {
 async fn the_notice_follows_the_data_and_the_marker_detects_a_flush() {
     let redis = Redis::start();
     let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), usize::MAX);
+    // `TEST_REDIS=cluster` really runs these tests on a cluster.
+    assert_eq!(
+        writer.connection().is_cluster(),
+        support::cluster_requested()
+    );
+    assert_eq!(redis.is_cluster(), support::cluster_requested());
     let contest_id = ContestId::parse("c1").unwrap();
-    let mut subscriber = redis.client().get_async_pubsub().await.unwrap();
-    subscriber
-        .subscribe(hot::contest_channel(&contest_id))
+    let (mut subscriptions, mut messages) = hot::notices::subscribe_to(&redis.url()).await.unwrap();
+    subscriptions
+        .subscribe(&[hot::contest_channel(&contest_id)])
         .await
         .unwrap();
 
@@ -111,13 +116,14 @@ async fn the_notice_follows_the_data_and_the_marker_detects_a_flush() {
         .await
         .unwrap();
 
-    let mut messages = subscriber.on_message();
     let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
         .await
         .unwrap()
         .unwrap();
-    let notice: ContestChanged =
-        serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
+    let hot::notices::Event::Notice { payload, .. } = message else {
+        panic!("{message:?}");
+    };
+    let notice: ContestChanged = serde_json::from_slice(&payload).unwrap();
     assert_eq!((notice.version, notice.total), (1, 2));
     // The data was there before the notice went out.
     let mut connection = writer.connection();

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use redis::aio::ConnectionManager;
+use leaderboard_hot::HotConnection;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
@@ -26,7 +26,7 @@ use super::ApiError;
 pub struct AdminApi {
     /// `None`: no token configured, every call is refused.
     token: Option<Arc<[u8]>>,
-    connection: ConnectionManager,
+    connection: HotConnection,
     store: Option<SharedStore>,
 }
 
@@ -41,7 +41,7 @@ impl std::fmt::Debug for AdminApi {
 impl AdminApi {
     pub fn new(
         token: Option<&str>,
-        connection: ConnectionManager,
+        connection: HotConnection,
         store: Option<SharedStore>,
     ) -> AdminApi {
         AdminApi {
@@ -118,7 +118,7 @@ async fn recompute(
 /// Known to the hot state, or to the store (a finished contest Redis forgot).
 async fn contest_exists(
     admin: &AdminApi,
-    connection: &mut ConnectionManager,
+    connection: &mut HotConnection,
     contest: &ContestId,
 ) -> Result<bool, ApiError> {
     let hot: bool =

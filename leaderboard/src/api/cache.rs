@@ -9,15 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use leaderboard_hot::HotConnection;
 use moka::future::Cache;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::Serialize;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use leaderboard_core::ids::{ContestId, EntryId, MatchId};
 use leaderboard_core::points::TeamPoints;
 use leaderboard_core::store::RankRow;
+use leaderboard_hot::notices::{self, Event, Subscriptions};
 use leaderboard_hot::{self as hot, HotPage, RankedEntry};
 use leaderboard_service::backoff::Backoff;
 use leaderboard_store::SharedStore;
@@ -74,7 +76,7 @@ pub struct MatchPlayers {
 /// The node's cache in front of Redis.
 #[derive(Clone)]
 pub struct NodeCache {
-    connection: ConnectionManager,
+    connection: HotConnection,
     contests: Cache<ContestId, Arc<ContestSnapshot>>,
     /// Entry teams never change and are read on every my-rank request, so
     /// they live in `quick_cache` (a sharded map with S3-FIFO eviction, no
@@ -89,7 +91,26 @@ pub struct NodeCache {
     store: Option<SharedStore>,
     matches: Cache<MatchId, Arc<MatchPlayers>>,
     backend_reads: Arc<AtomicU64>,
+    /// The channels this node follows on a cluster (see [`follow_notices`]).
+    followed: Arc<Followed>,
 }
+
+/// On a Redis Cluster notices are sharded: a node cannot follow them all by
+/// one pattern, so it subscribes each contest's (and match's) channel the
+/// first time it caches it.
+#[derive(Debug)]
+struct Followed {
+    /// Each followed channel, and whether its subscription is confirmed.
+    channels: std::sync::Mutex<std::collections::HashMap<String, watch::Receiver<bool>>>,
+    requests: mpsc::UnboundedSender<FollowRequest>,
+    pending: std::sync::Mutex<Option<mpsc::UnboundedReceiver<FollowRequest>>>,
+}
+
+/// A channel to subscribe, and where to say that it is.
+type FollowRequest = (String, watch::Sender<bool>);
+
+/// How long a first read waits for its channel's subscription.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for NodeCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,8 +122,14 @@ impl std::fmt::Debug for NodeCache {
 
 impl NodeCache {
     /// `max_staleness` bounds how long a snapshot lives should a notice be lost.
-    pub fn new(connection: ConnectionManager, max_staleness: Duration) -> NodeCache {
+    pub fn new(connection: HotConnection, max_staleness: Duration) -> NodeCache {
+        let (requests, pending) = mpsc::unbounded_channel();
         NodeCache {
+            followed: Arc::new(Followed {
+                channels: Default::default(),
+                requests,
+                pending: std::sync::Mutex::new(Some(pending)),
+            }),
             connection: connection.clone(),
             contests: Cache::builder()
                 .max_capacity(100_000)
@@ -133,7 +160,7 @@ impl NodeCache {
     /// Answers contests that are not in Redis from the store's latest rank
     /// snapshot.
     /// The node's Redis connection (shared, multiplexed).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> HotConnection {
         self.connection.clone()
     }
 
@@ -161,6 +188,7 @@ impl NodeCache {
         if let Some(hit) = self.contests.get(contest_id).await {
             return Ok(hit);
         }
+        self.follow(hot::contest_channel(contest_id)).await;
         self.contests
             .try_get_with(contest_id.clone(), self.load_contest(contest_id))
             .await
@@ -334,6 +362,7 @@ impl NodeCache {
     }
 
     pub async fn match_players(&self, match_id: &MatchId) -> Result<Arc<MatchPlayers>, ReadError> {
+        self.follow(hot::match_channel(match_id)).await;
         self.matches
             .try_get_with(match_id.clone(), async {
                 self.count_read("match");
@@ -413,6 +442,29 @@ impl NodeCache {
             .ok_or_else(|| ReadError::NotFound(format!("contest `{contest_id}` is unknown")))
     }
 
+    /// On a cluster, has the notice follower subscribe `channel` unless it
+    /// already does, and waits (at most [`SUBSCRIBE_WAIT`]) until it does, so
+    /// that what is loaded next is followed by every later notice.
+    async fn follow(&self, channel: String) {
+        if !self.connection.is_cluster() {
+            return;
+        }
+        let mut confirmed = {
+            let mut channels = self.followed.channels.lock().expect("not poisoned");
+            match channels.get(&channel) {
+                Some(confirmed) if *confirmed.borrow() => return,
+                Some(confirmed) => confirmed.clone(),
+                None => {
+                    let (sender, confirmed) = watch::channel(false);
+                    channels.insert(channel.clone(), confirmed.clone());
+                    let _ = self.followed.requests.send((channel, sender));
+                    confirmed
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SUBSCRIBE_WAIT, confirmed.wait_for(|done| *done)).await;
+    }
+
     /// Drops what a notice on `channel` made stale.
     pub async fn invalidate_channel(&self, channel: &str) {
         let Some(rest) = channel.strip_prefix("lb:") else {
@@ -452,32 +504,75 @@ impl NodeCache {
     }
 }
 
-/// Follows every change notice with one pub/sub connection until `shutdown`,
+/// Follows change notices with one pub/sub connection until `shutdown`,
 /// reconnecting with backoff and jitter; after a gap every snapshot is dropped,
-/// since notices may have been missed.
+/// since notices may have been missed. On one server that is every notice
+/// (`PSUBSCRIBE lb:*:changed`); on a cluster, the sharded channel of every
+/// contest and match the node has cached (see [`NodeCache::follow`]).
 pub async fn follow_notices(cache: NodeCache, redis_url: String, shutdown: CancellationToken) {
+    let Some(mut requests) = cache.followed.pending.lock().expect("not poisoned").take() else {
+        tracing::error!("the node's notices are already followed");
+        return;
+    };
     let mut backoff = Backoff::reconnect();
     loop {
         let connected = async {
-            let client = redis::Client::open(redis_url.as_str())?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(hot::ALL_CHANGES_PATTERN).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            if cache.connection.is_cluster() {
+                let (mut sink, messages) = notices::subscribe_to(&redis_url).await?;
+                let channels: Vec<String> = cache
+                    .followed
+                    .channels
+                    .lock()
+                    .expect("not poisoned")
+                    .keys()
+                    .cloned()
+                    .collect();
+                sink.subscribe(&channels).await?;
+                Ok::<_, redis::RedisError>(Follower::Sharded(sink, messages))
+            } else {
+                let client = redis::Client::open(redis_url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.psubscribe(hot::ALL_CHANGES_PATTERN).await?;
+                Ok(Follower::Pattern(pubsub))
+            }
         };
         match connected.await {
-            Ok(mut pubsub) => {
+            Ok(follower) => {
                 backoff.reset();
                 cache.invalidate_all();
                 tracing::info!("following contest and match notices");
-                let mut messages = pubsub.on_message();
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        message = messages.next() => match message {
-                            Some(message) => cache.invalidate_channel(message.get_channel_name()).await,
-                            None => break,
-                        },
+                match follower {
+                    Follower::Pattern(mut pubsub) => {
+                        let mut messages = pubsub.on_message();
+                        loop {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                message = messages.next() => match message {
+                                    Some(message) => cache.invalidate_channel(message.get_channel_name()).await,
+                                    None => break,
+                                },
+                            }
+                        }
                     }
+                    Follower::Sharded(mut sink, mut messages) => loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            request = requests.recv() => {
+                                let Some((channel, confirmed)) = request else { return };
+                                if let Err(error) = sink.subscribe(std::slice::from_ref(&channel)).await {
+                                    tracing::warn!(%channel, %error, "cannot subscribe a notice channel");
+                                    break;
+                                }
+                                confirmed.send_replace(true);
+                            }
+                            event = messages.next() => match event {
+                                Some(Event::Notice { channel, .. } | Event::Resubscribed { channel }) => {
+                                    cache.invalidate_channel(&channel).await;
+                                }
+                                None => break,
+                            },
+                        }
+                    },
                 }
                 tracing::warn!("notice connection lost, reconnecting");
             }
@@ -488,4 +583,11 @@ pub async fn follow_notices(cache: NodeCache, redis_url: String, shutdown: Cance
             return;
         }
     }
+}
+
+/// How a node follows notices: by pattern on one server, by sharded
+/// channels on a cluster.
+enum Follower {
+    Pattern(redis::aio::PubSub),
+    Sharded(Subscriptions, notices::Messages),
 }

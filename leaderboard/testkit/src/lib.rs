@@ -73,28 +73,120 @@ fn find_binary(name: &str, env: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A throwaway `redis-server` that keeps nothing on disk.
+/// A throwaway Redis that keeps nothing on disk: one `redis-server`, or a
+/// Redis Cluster of plain `redis-server --cluster-enabled yes` nodes joined by
+/// `redis-cli --cluster create`. [`Redis::start`] gives a cluster of three
+/// masters when `TEST_REDIS=cluster` (how `.ci/run` runs the pipeline,
+/// read-API and gateway tests a second time), one server otherwise.
 pub struct Redis {
-    child: Child,
+    nodes: Vec<(Child, u16)>,
+    /// The first node's port.
     pub port: u16,
-    _dir: TempDir,
+    /// Masters and replicas per master, for a cluster.
+    cluster: Option<(usize, usize)>,
+    dir: TempDir,
+}
+
+/// Whether `TEST_REDIS=cluster` asks for a Redis Cluster.
+pub fn cluster_requested() -> bool {
+    std::env::var("TEST_REDIS").is_ok_and(|v| v == "cluster")
 }
 
 impl Redis {
+    /// One server, or three masters when `TEST_REDIS=cluster`.
     pub fn start() -> Redis {
-        Redis::start_with(&[])
+        if cluster_requested() {
+            Redis::start_cluster(3, 0)
+        } else {
+            Redis::start_with(&[])
+        }
     }
 
-    /// A server started with extra settings (`--requirepass`, …).
+    /// One server started with extra settings (`--requirepass`, …).
     pub fn start_with(settings: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Redis::spawn(port, dir.path(), settings);
         Redis {
-            child,
+            nodes: vec![(child, port)],
             port,
-            _dir: dir,
+            cluster: None,
+            dir,
         }
+    }
+
+    /// A cluster of `masters` masters with `replicas` replicas each, on
+    /// loopback, once every node reports `cluster_state:ok`.
+    pub fn start_cluster(masters: usize, replicas: usize) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..masters * (1 + replicas)).map(|_| free_port()).collect();
+        let mut redis = Redis {
+            nodes: Vec::new(),
+            port: ports[0],
+            cluster: Some((masters, replicas)),
+            dir,
+        };
+        redis.form_cluster(&ports);
+        redis
+    }
+
+    fn cluster_settings(port: u16) -> Vec<String> {
+        vec![
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            format!("nodes-{port}.conf"),
+            "--cluster-node-timeout".into(),
+            "1000".into(),
+        ]
+    }
+
+    fn form_cluster(&mut self, ports: &[u16]) {
+        let (_, replicas) = self.cluster.expect("a cluster");
+        for &port in ports {
+            let _ = std::fs::remove_file(self.dir.path().join(format!("nodes-{port}.conf")));
+            let settings = Redis::cluster_settings(port);
+            let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+            let child = Redis::spawn(port, self.dir.path(), &settings);
+            self.nodes.push((child, port));
+        }
+        let status = Command::new(find_binary("redis-cli", "REDIS_CLI_BIN"))
+            .arg("--cluster")
+            .arg("create")
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs (scripts/test installs it)");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for &port in ports {
+            loop {
+                if Redis::node_info(port, "CLUSTER", "INFO").contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster is not ok within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// A command's text answer from one node (empty when it does not answer).
+    fn node_info(port: u16, command: &str, argument: &str) -> String {
+        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+            return String::new();
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return String::new();
+        };
+        redis::cmd(command)
+            .arg(argument)
+            .query::<String>(&mut connection)
+            .unwrap_or_default()
     }
 
     fn spawn(port: u16, dir: &Path, settings: &[&str]) -> Child {
@@ -120,30 +212,189 @@ impl Redis {
         child
     }
 
-    /// Kills the server (an outage: every key is lost).
+    /// Whether this is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The ports of the cluster's masters (the one server's port otherwise).
+    pub fn master_ports(&self) -> Vec<u16> {
+        if self.cluster.is_none() {
+            return vec![self.port];
+        }
+        self.nodes
+            .iter()
+            .map(|(_, port)| *port)
+            .filter(|port| Redis::node_info(*port, "INFO", "replication").contains("role:master"))
+            .collect()
+    }
+
+    /// Kills every node (an outage: every key is lost).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for (child, _) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
-    /// Starts an empty server again on the same port.
+    /// Kills one node with SIGKILL (a crash), by port.
+    pub fn kill_node(&mut self, port: u16) {
+        for (child, node) in &mut self.nodes {
+            if *node == port {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Starts empty again on the same ports (a cluster is formed anew).
     pub fn restart(&mut self) {
-        self.child = Redis::spawn(self.port, self._dir.path(), &[]);
+        self.kill();
+        let ports: Vec<u16> = self.nodes.drain(..).map(|(_, port)| port).collect();
+        if self.cluster.is_some() {
+            self.form_cluster(&ports);
+        } else {
+            let child = Redis::spawn(ports[0], self.dir.path(), &[]);
+            self.nodes.push((child, ports[0]));
+        }
     }
 
+    /// `REDIS_URL`: `redis://…`, or `redis+cluster://…` naming every node.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.cluster {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(_) => {
+                let nodes: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|(_, port)| format!("127.0.0.1:{port}"))
+                    .collect();
+                format!("redis+cluster://{}", nodes.join(","))
+            }
+        }
     }
 
-    pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
+    /// A blocking connection for the tests' own checks (cluster-aware).
+    pub fn connection(&self) -> TestConnection {
+        match self.cluster {
+            None => TestConnection::Single(
+                redis::Client::open(self.url())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            ),
+            Some(_) => {
+                let nodes: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|(_, port)| format!("redis://127.0.0.1:{port}"))
+                    .collect();
+                TestConnection::Cluster(Box::new(
+                    redis::cluster::ClusterClient::new(nodes)
+                        .unwrap()
+                        .get_connection()
+                        .unwrap(),
+                ))
+            }
+        }
+    }
+
+    /// Subscribers of `channel` (`PUBSUB NUMSUB`; on a cluster the sharded
+    /// ones, `PUBSUB SHARDNUMSUB`, summed over every node).
+    pub fn subscribers(&self, channel: &str) -> u64 {
+        let which = if self.is_cluster() {
+            "SHARDNUMSUB"
+        } else {
+            "NUMSUB"
+        };
+        self.nodes
+            .iter()
+            .map(|(_, port)| {
+                let Ok(mut connection) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                else {
+                    return 0;
+                };
+                redis::cmd("PUBSUB")
+                    .arg(which)
+                    .arg(channel)
+                    .query::<(String, u64)>(&mut connection)
+                    .map_or(0, |(_, count)| count)
+            })
+            .sum()
+    }
+
+    /// An async connection, as the services make it.
+    pub async fn connect(&self) -> leaderboard_hot::HotConnection {
+        leaderboard_hot::connect(&self.url()).await.unwrap()
     }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// A blocking connection to one server or to a cluster.
+pub enum TestConnection {
+    Single(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl redis::ConnectionLike for TestConnection {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        match self {
+            TestConnection::Single(c) => c.req_packed_command(cmd),
+            TestConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        match self {
+            TestConnection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            TestConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self {
+            TestConnection::Single(c) => c.req_command(cmd),
+            TestConnection::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn supports_pipelining(&self) -> bool {
+        match self {
+            TestConnection::Single(c) => c.supports_pipelining(),
+            TestConnection::Cluster(c) => c.supports_pipelining(),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            TestConnection::Single(c) => c.get_db(),
+            TestConnection::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            TestConnection::Single(c) => c.check_connection(),
+            TestConnection::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            TestConnection::Single(c) => c.is_open(),
+            TestConnection::Cluster(c) => c.is_open(),
+        }
     }
 }
 
@@ -396,7 +647,14 @@ pub async fn serve_api(
     if let Some(store) = &store {
         cache = cache.with_store(store.clone());
     }
-    let subscribed_before = pattern_subscriptions(redis_url).await;
+    // On one server the follower holds one pattern subscription; on a
+    // cluster it subscribes each contest's sharded channel as it caches it.
+    let cluster = redis_url.starts_with(leaderboard_hot::connection::CLUSTER_SCHEME);
+    let subscribed_before = if cluster {
+        0
+    } else {
+        pattern_subscriptions(redis_url).await
+    };
     let follower = tokio::spawn(leaderboard::api::cache::follow_notices(
         cache.clone(),
         redis_url.to_owned(),
@@ -409,7 +667,7 @@ pub async fn serve_api(
         let _ = follower.await;
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pattern_subscriptions(redis_url).await <= subscribed_before {
+    while !cluster && pattern_subscriptions(redis_url).await <= subscribed_before {
         assert!(
             Instant::now() < deadline,
             "the API's notice follower did not subscribe within 10 s"
@@ -421,8 +679,7 @@ pub async fn serve_api(
 
 /// `PUBSUB NUMPAT`: pattern subscriptions the server holds.
 pub async fn pattern_subscriptions(redis_url: &str) -> u64 {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = leaderboard_hot::connect(redis_url).await.unwrap();
     redis::cmd("PUBSUB")
         .arg("NUMPAT")
         .query_async(&mut connection)
