@@ -175,12 +175,16 @@ impl Redis {
         }
     }
 
+    /// A direct connection to one node; `None` when it does not answer.
+    fn node_connection(port: u16) -> Option<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+            .ok()
+    }
+
     /// A command's text answer from one node (empty when it does not answer).
     fn node_info(port: u16, command: &str, argument: &str) -> String {
-        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
-            return String::new();
-        };
-        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+        let Some(mut connection) = Redis::node_connection(port) else {
             return String::new();
         };
         redis::cmd(command)
@@ -276,26 +280,17 @@ impl Redis {
 
     /// A blocking connection for the tests' own checks (cluster-aware).
     pub fn connection(&self) -> TestConnection {
-        match self.cluster {
-            None => TestConnection::Single(
-                redis::Client::open(self.url())
+        // The seeds as the services read them from the URL.
+        match leaderboard_hot::Topology::parse(&self.url()).unwrap() {
+            leaderboard_hot::Topology::Single(url) => {
+                TestConnection::Single(redis::Client::open(url).unwrap().get_connection().unwrap())
+            }
+            leaderboard_hot::Topology::Cluster(seeds) => TestConnection::Cluster(Box::new(
+                redis::cluster::ClusterClient::new(seeds)
                     .unwrap()
                     .get_connection()
                     .unwrap(),
-            ),
-            Some(_) => {
-                let nodes: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .map(|(_, port)| format!("redis://127.0.0.1:{port}"))
-                    .collect();
-                TestConnection::Cluster(Box::new(
-                    redis::cluster::ClusterClient::new(nodes)
-                        .unwrap()
-                        .get_connection()
-                        .unwrap(),
-                ))
-            }
+            )),
         }
     }
 
@@ -310,9 +305,7 @@ impl Redis {
         self.nodes
             .iter()
             .map(|(_, port)| {
-                let Ok(mut connection) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-                else {
+                let Some(mut connection) = Redis::node_connection(*port) else {
                     return 0;
                 };
                 redis::cmd("PUBSUB")
