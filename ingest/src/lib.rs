@@ -3,6 +3,7 @@
 //! - [`replay`]: Cricsheet matches → `match-events` (`ingest replay`);
 //! - [`pipeline`]: the I/O-free state machine from messages to effects;
 //! - [`run`]: the consumer service (`ingest run`);
+//! - [`routing`]: how replicas share matches (the internal topic keyed by match);
 //! - [`topics`], [`kafka`]: topic names, creation and client settings;
 //! - [`contests`]: generated contests and entries (for demos and load tests).
 //!
@@ -15,5 +16,6 @@ pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;
+pub mod routing;
 pub mod run;
 pub mod topics;

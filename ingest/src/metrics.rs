@@ -99,6 +99,39 @@ pub static REBUILDS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+pub static ROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "ingest_messages_routed_total",
+            "messages forwarded to the internal topic, to the replica that owns their match",
+        )
+        .unwrap(),
+    )
+});
+
+pub static OWNED_PARTITIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "ingest_owned_partition",
+                "1 for each partition of the internal topic (and so its matches) this replica owns",
+            ),
+            &["partition"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static STALE_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "ingest_stale_writes_refused_total",
+            "match and contest updates Redis refused because it held a newer version",
+        )
+        .unwrap(),
+    )
+});
+
 /// Touches every metric so the first scrape lists them all.
 pub fn init() {
     LazyLock::force(&EVENTS_CONSUMED);
@@ -109,4 +142,7 @@ pub fn init() {
     LazyLock::force(&CONSUMER_LAG);
     LazyLock::force(&RETRIES);
     LazyLock::force(&REBUILDS);
+    LazyLock::force(&ROUTED);
+    LazyLock::force(&OWNED_PARTITIONS);
+    LazyLock::force(&STALE_REFUSED);
 }

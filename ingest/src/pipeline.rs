@@ -198,6 +198,63 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// The scoring rules every match of this pipeline is scored with.
+    pub fn rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules)
+    }
+
+    /// Drops every match for which `keep` is false, with its contests: what
+    /// a node lost in a rebalance (their new owner rebuilds them from the
+    /// store). Only the ids of finished matches and contests stay. Returns
+    /// how many contests left memory.
+    pub fn retain_matches(&mut self, keep: impl Fn(&MatchId) -> bool) -> usize {
+        let lost: BTreeSet<MatchId> = self
+            .matches
+            .keys()
+            .chain(self.contests_of_match.keys())
+            .filter(|match_id| !keep(match_id))
+            .cloned()
+            .collect();
+        let mut dropped = 0;
+        for match_id in lost {
+            self.matches.remove(&match_id);
+            self.ended_at.remove(&match_id);
+            self.changed_matches.remove(&match_id);
+            self.ended_matches.remove(&match_id);
+            for contest_id in self
+                .contests_of_match
+                .remove(&match_id)
+                .into_iter()
+                .flatten()
+            {
+                if self.contests.remove(&contest_id).is_some() {
+                    dropped += 1;
+                }
+                self.finalized.remove(&contest_id);
+                self.deltas.remove(&contest_id);
+            }
+        }
+        dropped
+    }
+
+    /// Takes in the matches and contests of `other` (what a node gained in a
+    /// rebalance, rebuilt from the store), which must hold none of this
+    /// pipeline's matches.
+    pub fn absorb(&mut self, other: Pipeline) {
+        self.matches.extend(other.matches);
+        self.contests.extend(other.contests);
+        for (match_id, contests) in other.contests_of_match {
+            self.contests_of_match
+                .entry(match_id)
+                .or_default()
+                .extend(contests);
+        }
+        self.finished_matches.extend(other.finished_matches);
+        self.finished_contests.extend(other.finished_contests);
+        self.finalized.extend(other.finalized);
+        self.ended_at.extend(other.ended_at);
+    }
+
     fn scorer(&mut self, match_id: &MatchId) -> &mut MatchScorer {
         let rules = Arc::clone(&self.rules);
         self.matches
@@ -542,6 +599,15 @@ impl Pipeline {
             .collect()
     }
 
+    /// The whole hot state of these contests (those still in memory).
+    pub fn full_updates(&self, contests: &[ContestId]) -> Vec<ContestUpdate> {
+        contests
+            .iter()
+            .filter_map(|contest_id| self.contests.get(contest_id))
+            .map(full_update)
+            .collect()
+    }
+
     /// Every key of the hot state, rewritten from scratch (after a Redis flush
     /// or at start-up). Versions do not move: the state is the same.
     pub fn full_refresh(&self) -> (Vec<MatchUpdate>, Vec<ContestUpdate>) {
@@ -559,38 +625,40 @@ impl Pipeline {
                 full: true,
             })
             .collect();
-        let contests = self
-            .contests
-            .values()
-            .map(|state| ContestUpdate {
-                contest_id: state.contest_id().clone(),
-                match_id: state.match_id().clone(),
-                name: state.record.name.clone(),
-                version: state.version,
-                total: state.total(),
-                ranks: state
-                    .entries
-                    .iter()
-                    .zip(&state.points)
-                    .map(|(entry, points)| (entry.entry_id.clone(), *points))
-                    .collect(),
-                users: state
-                    .entries
-                    .iter()
-                    .map(|e| (e.entry_id.clone(), e.user_id.clone()))
-                    .collect(),
-                teams: state
-                    .entries
-                    .iter()
-                    .map(|e| (e.entry_id.clone(), encode_team(&e.team)))
-                    .collect(),
-                squad: state.squad.names().to_vec(),
-                player_points: state.player_points().iter().map(|p| p.0).collect(),
-                histogram: state.histogram.buckets().collect(),
-                full: true,
-            })
-            .collect();
+        let contests = self.contests.values().map(full_update).collect();
         (matches, contests)
+    }
+}
+
+/// A contest's whole hot state at its current version (a rebuild, or a
+/// change Redis could not take because it lost the version before it).
+fn full_update(state: &ContestState) -> ContestUpdate {
+    ContestUpdate {
+        contest_id: state.contest_id().clone(),
+        match_id: state.match_id().clone(),
+        name: state.record.name.clone(),
+        version: state.version,
+        total: state.total(),
+        ranks: state
+            .entries
+            .iter()
+            .zip(&state.points)
+            .map(|(entry, points)| (entry.entry_id.clone(), *points))
+            .collect(),
+        users: state
+            .entries
+            .iter()
+            .map(|e| (e.entry_id.clone(), e.user_id.clone()))
+            .collect(),
+        teams: state
+            .entries
+            .iter()
+            .map(|e| (e.entry_id.clone(), encode_team(&e.team)))
+            .collect(),
+        squad: state.squad.names().to_vec(),
+        player_points: state.player_points().iter().map(|p| p.0).collect(),
+        histogram: state.histogram.buckets().collect(),
+        full: true,
     }
 }
 
@@ -817,6 +885,60 @@ mod tests {
         }
         let expected = reference.finish_batch().store.rank_snapshots;
         assert_eq!(effects.store.rank_snapshots[0].rows, expected[0].rows);
+    }
+
+    #[test]
+    fn a_lost_match_leaves_memory_and_a_gained_one_joins_from_the_store() {
+        let mut pipeline = Pipeline::new(Arc::new(Rules::t20_classic()));
+        for (offset, payload) in [contest_message("c1"), entry_message("c1", "e1", "a0")]
+            .into_iter()
+            .enumerate()
+        {
+            pipeline.handle(&message(
+                topics::CONTEST_ENTRIES,
+                offset as i64,
+                "c1",
+                payload,
+            ));
+        }
+        pipeline.handle(&message(topics::MATCH_EVENTS, 0, "m1", lineup()));
+        pipeline.handle(&message(topics::MATCH_EVENTS, 1, "m1", delivery(1, 4)));
+        let effects = pipeline.finish_batch();
+        let c1 = ContestId::parse("c1").unwrap();
+        let points = pipeline.contest(&c1).unwrap().points.clone();
+
+        // Lost in a rebalance: nothing of m1 stays.
+        assert_eq!(pipeline.retain_matches(|m| m.as_str() != "m1"), 1);
+        assert!(pipeline.contest(&c1).is_none());
+        assert!(pipeline
+            .match_scorer(&MatchId::parse("m1").unwrap())
+            .is_none());
+
+        // Gained again: rebuilt from what the store holds, then absorbed.
+        let mut snapshot = StoreSnapshot::default();
+        snapshot.contests = effects
+            .store
+            .contests
+            .iter()
+            .map(|c| (c.clone(), 1))
+            .collect();
+        snapshot
+            .entries
+            .insert(c1.clone(), effects.store.entries.clone());
+        snapshot.match_events.insert(
+            MatchId::parse("m1").unwrap(),
+            effects.store.match_events.clone(),
+        );
+        let part = Pipeline::from_snapshot(pipeline.rules(), snapshot).unwrap();
+        pipeline.absorb(part);
+        assert_eq!(pipeline.contest(&c1).unwrap().points, points);
+        // And it goes on: the next ball moves it from version 1 to 2.
+        pipeline.handle(&message(topics::MATCH_EVENTS, 2, "m1", delivery(2, 6)));
+        let effects = pipeline.finish_batch();
+        assert_eq!(effects.contests.len(), 1);
+        assert_eq!(effects.contests[0].version, 2);
+        assert!(!effects.contests[0].full);
+        assert_eq!(pipeline.full_updates(&[c1])[0].version, 2);
     }
 
     #[test]

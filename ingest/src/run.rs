@@ -1,26 +1,30 @@
 //! `ingest run`: the consumer service.
 //!
-//! Each batch of messages from `match-events` and `contest-entries` goes
-//! through the pipeline, then its effects are written in this order:
+//! Each replica routes messages of the contract topics to the internal topic
+//! keyed by match (see [`crate::routing`]), and scores the matches of the
+//! internal partitions it owns. Each batch of those goes through the
+//! pipeline, then its effects are written in this order:
 //!
 //! 1. the durable store (applied events, entries, contest versions), one transaction;
-//! 2. Redis (player points, sorted sets, histograms, versions, pub/sub notices);
+//! 2. Redis (player points, sorted sets, histograms, versions, pub/sub
+//!    notices), each write refused when Redis already holds a newer version;
 //! 3. dead letters, each awaited until the broker has it;
 //! 4. only then the Kafka offsets are committed.
 //!
-//! State after a restart or rebalance is rebuilt from a snapshot in the store,
-//! not from Kafka: the store already holds every applied event of every match
-//! and every accepted entry, so a node rebuilds in one read, without replaying
-//! topics from offset zero (which retention may have trimmed). A message
-//! consumed again after a crash (its effects written, its offset not yet
-//! committed) is recognised as a duplicate by `(match, seq)` or by entry id,
-//! and Redis is rewritten from the rebuilt state at start-up, so every event
-//! counts once in effect. A Redis that lost its keys (flush, restart) is
-//! noticed through a marker key and rewritten the same way.
+//! The state of the partitions a replica gains in a rebalance (or at
+//! start-up) is rebuilt from the store, not from Kafka: the store already
+//! holds every applied event of every match and every accepted entry, so a
+//! replica rebuilds in one read, without replaying topics from offset zero
+//! (which retention may have trimmed). A message consumed again after a crash
+//! (its effects written, its offset not yet committed) is recognised as a
+//! duplicate by `(match, seq)` or by entry id, and Redis is rewritten from the
+//! rebuilt state, so every event counts once in effect. A Redis that lost its
+//! keys (flush, restart) is noticed through a marker key per replica and
+//! rewritten the same way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -34,13 +38,14 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::pipeline::{Effects, Incoming, Pipeline};
+use crate::routing::{self, Routes};
 use crate::{kafka, topics};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -94,8 +99,13 @@ pub struct RunArgs {
     pub large_contest: usize,
 }
 
-/// Logs rebalances and turns librdkafka's statistics into the lag gauge.
-struct IngestContext;
+/// Logs rebalances, remembers which partitions were revoked (the scorer
+/// drops their matches before its next batch), and turns librdkafka's
+/// statistics into the lag gauge.
+#[derive(Default)]
+struct IngestContext {
+    revoked: Arc<Mutex<BTreeSet<(String, i32)>>>,
+}
 
 impl ClientContext for IngestContext {
     fn stats(&self, statistics: Statistics) {
@@ -114,10 +124,14 @@ impl ClientContext for IngestContext {
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(?rebalance, "rebalance starting");
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            for element in partitions.elements() {
+                revoked.insert((element.topic().to_owned(), element.partition()));
+            }
+        }
     }
 
-    // Nothing to reload here: this node holds every match and contest of the
-    // store in memory, and uncommitted messages are re-read and deduplicated.
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(?rebalance, "rebalance done");
     }
@@ -125,7 +139,7 @@ impl ConsumerContext for IngestContext {
 
 /// Why the consumer loop stopped before its work was done.
 #[derive(Debug)]
-enum Stop {
+pub(crate) enum Stop {
     /// The service is shutting down: nothing more is committed, the batch
     /// in hand is read again after a restart.
     Shutdown,
@@ -217,27 +231,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let store = store::open(&args.store.store)
         .await
         .context("cannot open the durable store")?;
-    // What finished within the keep-finished window is loaded in full, as
-    // if this node had not restarted; anything older only by id.
-    let keep_finished_ms = args.keep_finished_secs.saturating_mul(1000);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
-    let snapshot = store
-        .load(now_ms.saturating_sub(keep_finished_ms))
-        .await
-        .context("cannot read the durable store")?;
-    let pipeline = tokio::task::spawn_blocking({
-        let rules = Arc::clone(&rules);
-        move || Pipeline::from_snapshot(rules, snapshot)
-    })
-    .await
-    .context("rebuilding the state panicked")??;
-    tracing::info!(
-        contests = pipeline.contests().count(),
-        rules = %rules.name,
-        "state rebuilt from the durable store"
-    );
+    tracing::info!(rules = %rules.name, "durable store open");
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -278,7 +272,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     });
     tracing::info!(address = %admin_address, "ingest admin listening");
     tasks.spawn("the consumer", async move {
-        let outcome = consume(args, store, pipeline, redis_url, &retrier).await;
+        let outcome = consume(args, store, Pipeline::new(rules), redis_url, &retrier).await;
         tracing::info!("ingest stopping");
         // The admin server ends with the consumer.
         retrier.shutdown.cancel();
@@ -290,11 +284,103 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     tasks.wait().await
 }
 
-/// Connects, rewrites Redis, and consumes until shutdown or a permanent failure.
+/// The Kafka clients of one replica.
+struct Clients {
+    router: StreamConsumer<IngestContext>,
+    scorer: StreamConsumer<IngestContext>,
+    revoked: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    producer: FutureProducer,
+    /// Partitions of the internal topic.
+    partitions: i32,
+}
+
+/// Creates the topics when missing, then the router, the scorer and the producer.
+async fn clients(args: &RunArgs, retrier: &Retrier) -> Result<Clients, Stop> {
+    let brokers = args.kafka.brokers.clone();
+    let mut all: Vec<&str> = topics::ALL.to_vec();
+    all.push(topics::BY_MATCH);
+    retrier
+        .retry("kafka-topics", || {
+            topics::ensure(&brokers, &all, args.partitions)
+        })
+        .await?;
+    let failed = |what: &str| {
+        let what = what.to_owned();
+        move |error: rdkafka::error::KafkaError| Stop::Failed(anyhow::anyhow!("{what}: {error}"))
+    };
+    let consumer = |group: &str, context: IngestContext| {
+        let mut config = kafka::consumer_config(&args.kafka.brokers, group);
+        if let Some(instance) = &args.instance_id {
+            // One id per group: the same replica is the same member of both.
+            config.set("group.instance.id", instance);
+        }
+        config
+            .create_with_context::<_, StreamConsumer<IngestContext>>(context)
+            .map_err(failed("cannot create a Kafka consumer"))
+    };
+    let router = consumer(&args.group, IngestContext::default())?;
+    router
+        .subscribe(&[topics::MATCH_EVENTS, topics::CONTEST_ENTRIES])
+        .map_err(failed("cannot subscribe"))?;
+    let scoring = IngestContext::default();
+    let revoked = Arc::clone(&scoring.revoked);
+    let scorer = consumer(&format!("{}.by-match", args.group), scoring)?;
+    scorer
+        .subscribe(&[topics::BY_MATCH])
+        .map_err(failed("cannot subscribe"))?;
+    let producer: FutureProducer = kafka::producer_config(&args.kafka.brokers)
+        .create()
+        .map_err(failed("cannot create the producer"))?;
+    let partitions = retrier
+        .retry("kafka-metadata", || {
+            let producer = producer.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    producer
+                        .client()
+                        .fetch_metadata(Some(topics::BY_MATCH), Duration::from_secs(10))
+                        .map(|metadata| {
+                            metadata
+                                .topics()
+                                .iter()
+                                .map(|topic| topic.partitions().len() as i32)
+                                .sum::<i32>()
+                        })
+                })
+                .await
+                .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+                .and_then(|count| {
+                    if count > 0 {
+                        Ok(count)
+                    } else {
+                        Err(rdkafka::error::KafkaError::MetadataFetch(
+                            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                        ))
+                    }
+                })
+            }
+        })
+        .await?;
+    tracing::info!(
+        group = %args.group,
+        partitions,
+        internal = topics::BY_MATCH,
+        "routing match-events and contest-entries by match, scoring the owned partitions"
+    );
+    Ok(Clients {
+        router,
+        scorer,
+        revoked,
+        producer,
+        partitions,
+    })
+}
+
+/// Connects, then routes and scores until shutdown or a permanent failure.
 async fn consume(
     args: RunArgs,
     store: SharedStore,
-    mut pipeline: Pipeline,
+    pipeline: Pipeline,
     redis_url: String,
     retrier: &Retrier,
 ) -> Result<(), Stop> {
@@ -303,84 +389,261 @@ async fn consume(
         .await?;
     let mut hot = HotWriter::new(connection, args.large_contest);
     hot.retention = Duration::from_secs(args.hot_retention_secs);
-    rewrite_hot_state(&pipeline, &mut hot, retrier).await?;
-
-    let brokers = args.kafka.brokers.clone();
+    let node = args
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    hot.marker = format!("{}:{node}", hot::ALIVE_KEY);
     retrier
-        .retry("kafka-topics", || {
-            topics::ensure(&brokers, &topics::ALL, args.partitions)
+        .retry("redis", || {
+            let mut hot = hot.clone();
+            async move { hot.still_alive().await }
         })
         .await?;
-    let failed = |what: &str| {
-        let what = what.to_owned();
-        move |error: rdkafka::error::KafkaError| Stop::Failed(anyhow::anyhow!("{what}: {error}"))
-    };
-    let mut consumer_config = kafka::consumer_config(&args.kafka.brokers, &args.group);
-    if let Some(instance) = &args.instance_id {
-        consumer_config.set("group.instance.id", instance);
-    }
-    let consumer: StreamConsumer<IngestContext> = consumer_config
-        .create_with_context(IngestContext)
-        .map_err(failed("cannot create the Kafka consumer"))?;
-    consumer
-        .subscribe(&[topics::MATCH_EVENTS, topics::CONTEST_ENTRIES])
-        .map_err(failed("cannot subscribe"))?;
-    let producer: FutureProducer = kafka::producer_config(&args.kafka.brokers)
-        .create()
-        .map_err(failed("cannot create the dead-letter producer"))?;
-    tracing::info!(group = %args.group, "consuming match-events and contest-entries");
+    let clients = clients(&args, retrier).await?;
+    tokio::try_join!(
+        route(&args, &store, &clients, retrier),
+        score(&args, &store, pipeline, &mut hot, &clients, retrier),
+    )
+    .map(|_| ())
+}
 
-    let mut alive_check = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let first = tokio::select! {
-            _ = retrier.shutdown.cancelled() => break,
-            _ = alive_check.tick() => {
-                check_alive(&pipeline, &mut hot, retrier).await?;
-                let grace = Duration::from_secs(args.keep_finished_secs);
-                if let Some(before) = Instant::now().checked_sub(grace) {
-                    let evicted = pipeline.evict_finished(before);
-                    if evicted > 0 {
-                        tracing::info!(contests = evicted, "finished contests left memory");
-                    }
-                }
-                continue;
-            }
-            received = consumer.recv() => received,
-        };
-        let first = match first {
-            Ok(message) => owned(&message),
-            Err(error) => {
-                tracing::warn!(%error, "kafka receive failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let started = Instant::now();
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(args.batch_wait_ms);
-        while batch.len() < args.batch_max {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(owned(&message)),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "kafka receive failed");
-                    break;
-                }
-                Err(_) => break,
-            }
+/// Receives a batch: the first message (or `None` at shutdown or when the
+/// tick fires first), then whatever comes within `batch_wait_ms`.
+async fn receive<'a>(
+    consumer: &'a StreamConsumer<IngestContext>,
+    args: &RunArgs,
+    retrier: &Retrier,
+    tick: &mut tokio::time::Interval,
+) -> Option<Vec<rdkafka::message::BorrowedMessage<'a>>> {
+    let first = tokio::select! {
+        _ = retrier.shutdown.cancelled() => return None,
+        _ = tick.tick() => return Some(Vec::new()),
+        received = consumer.recv() => received,
+    };
+    let first = match first {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::warn!(%error, "kafka receive failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Some(Vec::new());
         }
+    };
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(args.batch_wait_ms);
+    while batch.len() < args.batch_max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => batch.push(message),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "kafka receive failed");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// The router: contract topics → the internal topic, on each match's partition.
+async fn route(
+    args: &RunArgs,
+    store: &SharedStore,
+    clients: &Clients,
+    retrier: &Retrier,
+) -> Result<(), Stop> {
+    let mut routes = Routes::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while let Some(batch) = receive(&clients.router, args, retrier, &mut tick).await {
+        if batch.is_empty() {
+            if retrier.shutdown.is_cancelled() {
+                break;
+            }
+            continue;
+        }
+        let batch: Vec<Incoming> = batch.iter().map(owned).collect();
         for message in &batch {
             metrics::EVENTS_CONSUMED
                 .with_label_values(&[message.topic.as_str()])
                 .inc();
         }
-        let (returned, batch, effects) =
-            apply_batch(pipeline, batch).await.map_err(Stop::Failed)?;
-        pipeline = returned;
-        write_effects(&store, &pipeline, &mut hot, &producer, effects, retrier).await?;
-        metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
-        commit(&consumer, &batch);
+        if routes.unknown(&batch) {
+            // Contests another replica forwarded before a rebalance.
+            let listings = retrier.retry("store", || store.list_contests()).await?;
+            routes.learn(listings);
+        }
+        let positions: Vec<(String, i32, i64)> = batch
+            .iter()
+            .map(|m| (m.topic.clone(), m.partition, m.offset))
+            .collect();
+        let routed = routes.route(batch, clients.partitions);
+        if !routed.new_contests.is_empty() {
+            retrier
+                .retry("store", || store.apply(routed.new_contests.clone()))
+                .await?;
+        }
+        retrier
+            .retry("route", || {
+                routing::forward(&clients.producer, &routed.forward)
+            })
+            .await?;
+        metrics::ROUTED.inc_by(routed.forward.len() as u64);
+        send_dead_letters(&clients.producer, &routed.dead_letters, retrier).await?;
+        commit(
+            &clients.router,
+            positions.iter().map(|(t, p, o)| (t.as_str(), *p, *o)),
+        );
     }
     Ok(())
+}
+
+/// The scorer: the owned partitions of the internal topic → store and Redis.
+async fn score(
+    args: &RunArgs,
+    store: &SharedStore,
+    mut pipeline: Pipeline,
+    hot: &mut HotWriter,
+    clients: &Clients,
+    retrier: &Retrier,
+) -> Result<(), Stop> {
+    let mut owned: BTreeSet<i32> = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while let Some(received) = receive(&clients.scorer, args, retrier, &mut tick).await {
+        let started = Instant::now();
+        // (internal partition, offset) of each message, for the commit.
+        let mut batch: Vec<((i32, i64), Incoming)> = received
+            .iter()
+            .map(|m| ((m.partition(), m.offset()), routing::unwrap_forwarded(m)))
+            .collect();
+        drop(received);
+        pipeline =
+            follow_assignment(args, store, pipeline, hot, clients, &mut owned, retrier).await?;
+        if batch.is_empty() {
+            if retrier.shutdown.is_cancelled() {
+                break;
+            }
+            check_alive(&pipeline, hot, retrier).await?;
+            let grace = Duration::from_secs(args.keep_finished_secs);
+            if let Some(before) = Instant::now().checked_sub(grace) {
+                let evicted = pipeline.evict_finished(before);
+                if evicted > 0 {
+                    tracing::info!(contests = evicted, "finished contests left memory");
+                }
+            }
+            continue;
+        }
+        // Messages of partitions lost while the batch filled belong to
+        // their new owner now.
+        batch.retain(|((partition, _), _)| owned.contains(partition));
+        let (positions, batch): (Vec<(i32, i64)>, Vec<Incoming>) = batch.into_iter().unzip();
+        let (returned, _, effects) = apply_batch(pipeline, batch).await.map_err(Stop::Failed)?;
+        pipeline = returned;
+        write_effects(store, &pipeline, hot, &clients.producer, effects, retrier).await?;
+        metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
+        commit(
+            &clients.scorer,
+            positions.iter().map(|(p, o)| (topics::BY_MATCH, *p, *o)),
+        );
+    }
+    Ok(())
+}
+
+/// Brings the pipeline in line with the scorer's assignment: drops the
+/// matches of partitions it lost, rebuilds those of partitions it gained
+/// from the store (rewriting their hot state, never over a newer version).
+async fn follow_assignment(
+    args: &RunArgs,
+    store: &SharedStore,
+    mut pipeline: Pipeline,
+    hot: &mut HotWriter,
+    clients: &Clients,
+    owned: &mut BTreeSet<i32>,
+    retrier: &Retrier,
+) -> Result<Pipeline, Stop> {
+    let current: BTreeSet<i32> = match clients.scorer.assignment() {
+        Ok(list) => list
+            .elements_for_topic(topics::BY_MATCH)
+            .iter()
+            .map(|element| element.partition())
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the assignment");
+            return Ok(pipeline);
+        }
+    };
+    let revoked: BTreeSet<i32> =
+        std::mem::take(&mut *clients.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .filter(|(topic, _)| topic == topics::BY_MATCH)
+            .map(|(_, partition)| partition)
+            .collect();
+    let lost: BTreeSet<i32> = owned
+        .iter()
+        .filter(|p| revoked.contains(p) || !current.contains(p))
+        .copied()
+        .collect();
+    let gained: BTreeSet<i32> = current
+        .iter()
+        .filter(|p| lost.contains(p) || !owned.contains(p))
+        .copied()
+        .collect();
+    if lost.is_empty() && gained.is_empty() {
+        return Ok(pipeline);
+    }
+    let partitions = clients.partitions;
+    if !lost.is_empty() {
+        let dropped =
+            pipeline.retain_matches(|m| !lost.contains(&routing::partition_of(m, partitions)));
+        owned.retain(|p| !lost.contains(p));
+        for partition in &lost {
+            metrics::OWNED_PARTITIONS
+                .with_label_values(&[&partition.to_string()])
+                .set(0);
+        }
+        tracing::info!(
+            ?lost,
+            contests = dropped,
+            "partitions lost: their matches left memory"
+        );
+    }
+    if !gained.is_empty() {
+        let started = Instant::now();
+        // What finished within the keep-finished window is loaded in full,
+        // as if this node had always held it; anything older only by id.
+        let keep_finished_ms = args.keep_finished_secs.saturating_mul(1000);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let mut snapshot = retrier
+            .retry("store", || {
+                store.load(now_ms.saturating_sub(keep_finished_ms))
+            })
+            .await?;
+        routing::retain_owned(&mut snapshot, |m| {
+            gained.contains(&routing::partition_of(m, partitions))
+        });
+        let rules = pipeline.rules();
+        let part = tokio::task::spawn_blocking(move || Pipeline::from_snapshot(rules, snapshot))
+            .await
+            .map_err(|error| {
+                Stop::Failed(anyhow::anyhow!("rebuilding the state panicked: {error}"))
+            })?
+            .map_err(Stop::Failed)?;
+        tracing::info!(
+            ?gained,
+            contests = part.contests().count(),
+            millis = started.elapsed().as_millis() as u64,
+            "partitions gained: their matches rebuilt from the durable store"
+        );
+        rewrite_hot_state(&part, hot, retrier).await?;
+        pipeline.absorb(part);
+        for partition in &gained {
+            metrics::OWNED_PARTITIONS
+                .with_label_values(&[&partition.to_string()])
+                .set(1);
+        }
+        owned.extend(gained);
+    }
+    Ok(pipeline)
 }
 
 /// Applies a batch to the pipeline and returns the pipeline, the batch and
@@ -437,18 +700,56 @@ async fn write_effects(
     }
     if !(matches.is_empty() && contests.is_empty()) {
         check_alive(pipeline, hot, retrier).await?;
-        retrier
+        let gaps = retrier
             .retry("redis", || {
                 let mut hot = hot.clone();
                 let (matches, contests) = (&matches, &contests);
                 async move { hot.write(matches, contests).await }
             })
-            .await?;
+            .await
+            .map(count_refused)?;
+        if !gaps.is_empty() {
+            // Redis lost writes these changes build on (a failover promoted
+            // a replica that had not received them): rewrite them in full.
+            tracing::warn!(
+                contests = gaps.len(),
+                "Redis did not hold the versions these changes build on: rewriting them in full"
+            );
+            metrics::REBUILDS.inc();
+            let full = pipeline.full_updates(&gaps);
+            retrier
+                .retry("redis", || {
+                    let mut hot = hot.clone();
+                    let full = &full;
+                    async move { hot.write(&[], full).await }
+                })
+                .await
+                .map(count_refused)?;
+        }
     }
     if !finished.is_empty() {
         retire(hot, &finished, retrier).await?;
     }
-    for letter in &dead_letters {
+    send_dead_letters(producer, &dead_letters, retrier).await?;
+    metrics::EVENTS_APPLIED.inc_by(counts.applied);
+    metrics::EVENTS_DUPLICATE.inc_by(counts.duplicates);
+    tracing::debug!(
+        consumed = counts.consumed,
+        applied = counts.applied,
+        duplicates = counts.duplicates,
+        dead_letters = counts.dead_letters,
+        "batch written"
+    );
+    Ok(())
+}
+
+/// Sends dead letters, each awaited until the broker has it.
+async fn send_dead_letters(
+    producer: &FutureProducer,
+    dead_letters: &[crate::pipeline::DeadLetter],
+    retrier: &Retrier,
+) -> Result<(), Stop> {
+    for letter in dead_letters {
         let value = letter.to_json();
         retrier
             .retry("dlq", || {
@@ -474,16 +775,20 @@ async fn write_effects(
             "message sent to the dead-letter topic"
         );
     }
-    metrics::EVENTS_APPLIED.inc_by(counts.applied);
-    metrics::EVENTS_DUPLICATE.inc_by(counts.duplicates);
-    tracing::debug!(
-        consumed = counts.consumed,
-        applied = counts.applied,
-        duplicates = counts.duplicates,
-        dead_letters = counts.dead_letters,
-        "batch written"
-    );
     Ok(())
+}
+
+/// Counts the updates Redis refused as older than what it holds; returns
+/// the contests whose change found a gap.
+fn count_refused(written: hot::Written) -> Vec<leaderboard_core::ContestId> {
+    if written.refused_stale > 0 {
+        metrics::STALE_REFUSED.inc_by(written.refused_stale as u64);
+        tracing::info!(
+            updates = written.refused_stale,
+            "Redis held newer versions: older updates not written"
+        );
+    }
+    written.gaps
 }
 
 /// Rewrites all of Redis from the pipeline's state if Redis lost it.
@@ -521,7 +826,8 @@ async fn rewrite_hot_state(
                 hot.write(matches, contests).await
             }
         })
-        .await?;
+        .await
+        .map(count_refused)?;
     retire(hot, &pipeline.finished_contests(), retrier).await?;
     metrics::REBUILDS.inc();
     tracing::info!(
@@ -558,13 +864,17 @@ async fn retire(
 
 /// Commits the next offset of every partition in the batch. Asynchronous: a
 /// lost commit only means the messages are read again and deduplicated.
-fn commit(consumer: &StreamConsumer<IngestContext>, batch: &[Incoming]) {
+fn commit<'a>(
+    consumer: &StreamConsumer<IngestContext>,
+    batch: impl IntoIterator<Item = (&'a str, i32, i64)>,
+) {
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for message in batch {
-        let offset = next
-            .entry((message.topic.as_str(), message.partition))
-            .or_insert(0);
-        *offset = (*offset).max(message.offset + 1);
+    for (topic, partition, offset) in batch {
+        let next = next.entry((topic, partition)).or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+    if next.is_empty() {
+        return;
     }
     let mut list = TopicPartitionList::new();
     for ((topic, partition), offset) in next {

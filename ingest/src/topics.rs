@@ -14,7 +14,12 @@ pub const MATCH_EVENTS_DLQ: &str = "match-events-dlq";
 pub const CONTEST_ENTRIES: &str = "contest-entries";
 pub const CONTEST_ENTRIES_DLQ: &str = "contest-entries-dlq";
 
-/// Every topic the platform uses.
+/// The internal topic keyed by match id on which replicas meet: each
+/// partition carries some matches' events and their contests' entries (see
+/// [`crate::routing`]). Not part of the contract: only `ingest run` uses it.
+pub const BY_MATCH: &str = "ingest-by-match";
+
+/// Every topic of the contract.
 pub const ALL: [&str; 4] = [
     MATCH_EVENTS,
     MATCH_EVENTS_DLQ,

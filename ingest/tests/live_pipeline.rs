@@ -668,3 +668,113 @@ fn a_permanent_failure_stops_the_service_with_its_reason() {
         "the reason is on stderr:\n{log}"
     );
 }
+
+/// Three `ingest run` replicas in one group, sharing one store, on topics of
+/// six partitions.
+fn replicas(broker: &Broker, redis: &Redis, work: &Path) -> Vec<Option<Ingest>> {
+    (0..3)
+        .map(|_| Some(Ingest::start(broker, redis, work, &["--partitions", "6"])))
+        .collect()
+}
+
+/// Which replica owns the internal partition of `match_id`, by its metrics.
+fn owner_of(nodes: &[Option<Ingest>], match_id: &MatchId) -> Option<usize> {
+    let series = format!(
+        "ingest_owned_partition{{partition=\"{}\"}} 1",
+        ingest::routing::partition_of(match_id, 6)
+    );
+    nodes
+        .iter()
+        .position(|node| node.as_ref().is_some_and(|n| n.metrics().contains(&series)))
+}
+
+/// Two real matches with corrections, four contests, through three replicas;
+/// with `kill_at`, the replica owning the first match is killed -9 once Redis
+/// shows that `seq`, and not restarted.
+fn replicas_end_as_the_offline_score(kill_at: Option<u64>) {
+    let redis = Redis::start();
+    let broker = Broker::start();
+    let work = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut nodes = replicas(&broker, &redis, work.path());
+    let (first_id, first, first_path) = load("1136561");
+    let (second_id, second, second_path) = load("1359482");
+    let contests = [
+        make_contest("r1", &first_id, &first, 600),
+        make_contest("r2", &first_id, &first, 200),
+        make_contest("r3", &second_id, &second, 600),
+        make_contest("r4", &second_id, &second, 200),
+    ];
+    // Every replica holds some partitions before the replay starts.
+    wait_until(60, "the six partitions shared by the replicas", || {
+        (0..6).all(|p| {
+            nodes.iter().flatten().any(|n| {
+                n.metrics()
+                    .contains(&format!("ingest_owned_partition{{partition=\"{p}\"}} 1"))
+            })
+        })
+    });
+    rt.block_on(async {
+        for contest in &contests {
+            ingest::contests::publish(&broker.brokers(), &contest.record, &contest.entries)
+                .await
+                .unwrap();
+        }
+    });
+    let mut args = replay_args(
+        &broker,
+        &[&first_path, &second_path],
+        if kill_at.is_some() { 3000.0 } else { 0.0 },
+        true,
+    );
+    args.partitions = 6;
+    let replay = rt.spawn(async move { ingest::replay::run(&args).await });
+    if let Some(point) = kill_at {
+        let mut connection = redis.connection();
+        wait_until(120, "the kill point", || {
+            redis_seq(&mut connection, &first_id).unwrap_or(0) >= point
+        });
+        let owner = owner_of(&nodes, &first_id).expect("some replica owns the first match");
+        nodes[owner].take().unwrap().kill();
+        eprintln!("kill -9 of replica {owner}, owner of match {first_id}, at seq {point}");
+    }
+    rt.block_on(replay).unwrap().unwrap();
+    // The corrections add two events per corrupted delivery: 3 per match.
+    let first_last = first.events(&first_id, None).len() as u64 - 1 + 3;
+    let second_last = second.events(&second_id, None).len() as u64 - 1 + 3;
+    wait_for_match_end(&redis, &first_id, first_last, 120);
+    wait_for_match_end(&redis, &second_id, second_last, 120);
+    let (first_scorer, second_scorer) = (offline(&first_id, &first), offline(&second_id, &second));
+    for contest in &contests {
+        let (match_id, scorer) = if contest.record.match_id == first_id {
+            (&first_id, &first_scorer)
+        } else {
+            (&second_id, &second_scorer)
+        };
+        assert_redis_matches_offline(&redis, match_id, scorer, contest);
+    }
+    if kill_at.is_some() {
+        let owner = owner_of(&nodes, &first_id);
+        assert!(
+            owner.is_some(),
+            "a surviving replica took the first match over"
+        );
+    }
+    // The work was shared: every live replica routed messages.
+    for node in nodes.iter().flatten() {
+        assert!(
+            support::metric(node.admin_port, "ingest_messages_routed_total") > 0.0,
+            "every replica routes a share"
+        );
+    }
+}
+
+#[test]
+fn three_replicas_on_six_partitions_end_as_the_offline_score() {
+    replicas_end_as_the_offline_score(None);
+}
+
+#[test]
+fn a_replica_killed_mid_match_is_taken_over_and_the_result_stays_exact() {
+    replicas_end_as_the_offline_score(Some(120));
+}

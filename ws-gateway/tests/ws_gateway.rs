@@ -1064,3 +1064,254 @@ async fn a_corrupt_team_in_redis_never_stops_a_room_from_updating() {
     assert!(corrupt >= 1.0, "the corrupt team was counted");
     gateway.stop().await;
 }
+
+/// Scale-out: two read-API nodes and two gateways on one Redis (or cluster).
+/// Any node answers any contest, and every node follows the same notices:
+/// after each ball, both API nodes and both gateways' clients reach the new
+/// version, all equal to the domain core's brute force.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_api_nodes_and_two_gateways_follow_the_same_notices() {
+    let mut fixture = Fixture::new().await;
+    let (api_a, _, stop_a) = fixture.serve(no_rate_limit()).await;
+    let (api_b, _, stop_b) = fixture.serve(no_rate_limit()).await;
+    let gateway_a = Gateway::start(&fixture.redis.url(), GatewayOptions::default()).await;
+    let gateway_b = Gateway::start(&fixture.redis.url(), GatewayOptions::default()).await;
+    let mut clients = Vec::new();
+    for gateway in [&gateway_a, &gateway_b] {
+        let mut client = Client::connect(gateway.port).await;
+        client
+            .send(json!({"op":"subscribe","contest_id":"c1","top":5,"entry_id":"e1"}))
+            .await;
+        let snapshot = client.next().await;
+        assert_eq!(snapshot["type"], "snapshot");
+        clients.push(client);
+    }
+    // Both API nodes have the contest cached before the balls.
+    for api in [api_a, api_b] {
+        assert_eq!(
+            api_get(api, "/v1/contests/c1/entries/e1").await["entry_id"],
+            "e1"
+        );
+    }
+    for ball in 0..3 {
+        let captain = fixture.entries[1 + ball].captain.clone();
+        fixture.next_ball(&captain, "b2", 4).await;
+        let target = fixture.writer_version().await;
+        let expected = fixture.expected();
+        let started = Instant::now();
+        for api in [api_a, api_b] {
+            loop {
+                let body = api_get(api, "/v1/contests/c1/entries/e1").await;
+                if body["version"].as_u64() == Some(target) {
+                    assert_eq!(points_of(&body["points"]), expected[1].0);
+                    assert_eq!(body["rank"], expected[1].1);
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "API node on {api} still at {} after 5 s, not {target}",
+                    body["version"]
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for client in &mut clients {
+            let frame = client
+                .until("the ball's version", |f| settled_at(f, target))
+                .await;
+            assert_eq!(points_of(&frame["me"]["points"]), expected[1].0);
+            assert_eq!(frame["me"]["rank"], expected[1].1);
+            assert_equals_api(&frame, api_b, "c1", Some("e1")).await;
+        }
+    }
+    gateway_a.stop().await;
+    gateway_b.stop().await;
+    stop_a.cancel();
+    stop_b.cancel();
+}
+
+/// Redis Cluster failover: three masters with one replica each; the master
+/// serving the contest's slot is killed -9 mid-match and its replica takes
+/// over. `ingest run`, the read API and the gateway recover by themselves
+/// (writes the dead master had not passed on are noticed as gaps and
+/// rewritten in full), and the final state is exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_redis_cluster_master_fails_over_and_every_service_recovers() {
+    use leaderboard_core::cricsheet::{match_id_from_path, CricsheetMatch};
+    use leaderboard_core::scoring::score_match;
+    use leaderboard_core::{ContestId, Rules};
+    use leaderboard_hot as hot;
+    use redis::AsyncCommands;
+    use std::sync::Arc;
+
+    let mut redis = support::Redis::start_cluster(3, 1);
+    let broker = support::Broker::start();
+    let work = tempfile::tempdir().unwrap();
+    let ingest = support::Ingest::start(&broker, &redis, work.path(), &[]);
+    let path = support::ipl_dir().join("1136570.json");
+    let parsed = CricsheetMatch::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let match_id = match_id_from_path(&path).unwrap();
+    let contest_id = ContestId::parse("failover").unwrap();
+    let record = ingest::contests::contest(
+        &contest_id,
+        &match_id,
+        parsed.info.players.clone(),
+        1_000_000,
+    );
+    let entries = ingest::contests::entries(&record, 1_000, 9);
+    ingest::contests::publish(&broker.brokers(), &record, &entries)
+        .await
+        .unwrap();
+    let (api, _, api_stop) = support::serve_api(&redis.url(), None, no_rate_limit()).await;
+    let gateway = Gateway::start(&redis.url(), GatewayOptions::default()).await;
+    let meta_key = hot::contest_meta_key(&contest_id);
+    let seq_of = |redis: &support::Redis| -> u64 {
+        let mut connection = redis.connection();
+        redis::Commands::hget::<_, _, Option<u64>>(
+            &mut connection,
+            hot::match_meta_key(&match_id),
+            "seq",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+    };
+    let entry = entries[3].entry_id.as_str().to_owned();
+    let wait_total = Instant::now();
+    let mut player = loop {
+        let mut connection = redis.connection();
+        let total: Option<u64> =
+            redis::Commands::hget(&mut connection, &meta_key, "total").unwrap_or(None);
+        if total == Some(1_000) {
+            let mut player = Client::connect(gateway.port).await;
+            player
+                .send(json!({"op":"subscribe","contest_id":"failover","top":5,"entry_id":entry}))
+                .await;
+            assert_eq!(player.next().await["type"], "snapshot");
+            break player;
+        }
+        assert!(
+            wait_total.elapsed() < Duration::from_secs(60),
+            "entries never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let args = ingest::replay::ReplayArgs {
+        files: vec![path.clone()],
+        speed: 2000.0,
+        corrections: false,
+        seed: 3,
+        kafka: leaderboard_service::config::KafkaArgs {
+            brokers: broker.brokers(),
+        },
+        partitions: 3,
+    };
+    let replay = tokio::spawn(async move { ingest::replay::run(&args).await });
+    let started = Instant::now();
+    while seq_of(&redis) < 80 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the match never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let victim = redis.master_of(&meta_key);
+    redis.kill_node(victim);
+    eprintln!(
+        "kill -9 of the master on {victim} at seq {}",
+        seq_of(&redis)
+    );
+    let started = Instant::now();
+    while redis.master_ports().len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no replica was promoted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("a replica took over in {:?}", started.elapsed());
+    replay.await.unwrap().unwrap();
+
+    // The whole match, exactly: player points and every entry's points.
+    let scorer = score_match(Arc::new(Rules::t20_classic()), &match_id, &parsed, None);
+    let last_seq = parsed.events(&match_id, None).len() as u64 - 1;
+    let started = Instant::now();
+    while seq_of(&redis) < last_seq {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the match never finished in Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut connection = redis.connect().await;
+    let points: std::collections::BTreeMap<String, i64> = connection
+        .hgetall(hot::match_points_key(&match_id))
+        .await
+        .unwrap();
+    let expected: std::collections::BTreeMap<String, i64> = scorer
+        .points_by_name()
+        .into_iter()
+        .map(|(name, points)| (name, i64::from(points.0)))
+        .collect();
+    assert_eq!(points, expected, "player points after the failover");
+    let squad = leaderboard_core::team::Squad::from_teams(&record.squad);
+    let table = squad.points_table(|name| scorer.points_of(name));
+    let team_points: Vec<TeamPoints> = entries
+        .iter()
+        .map(|e| {
+            squad
+                .team(&e.players, &e.captain, &e.vice_captain)
+                .unwrap()
+                .points(&table)
+        })
+        .collect();
+    let ranks = leaderboard_core::rank::ranks_by_sort(&team_points);
+    let final_version: u64 = connection.hget(&meta_key, "version").await.unwrap();
+    let index = 3;
+    // The API node answers the final version, equal to brute force…
+    let started = Instant::now();
+    loop {
+        let body = api_get(api, &format!("/v1/contests/failover/entries/{entry}")).await;
+        if body["version"].as_u64() == Some(final_version) {
+            assert_eq!(points_of(&body["points"]), team_points[index]);
+            assert_eq!(body["rank"], ranks[index]);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "API stuck at {}",
+            body["version"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // …and so does the gateway's player, and a new subscriber.
+    let frame = player
+        .until("the final version", |f| settled_at(f, final_version))
+        .await;
+    assert_eq!(points_of(&frame["me"]["points"]), team_points[index]);
+    assert_eq!(frame["me"]["rank"], ranks[index]);
+    let mut late = Client::connect(gateway.port).await;
+    late.send(json!({"op":"subscribe","contest_id":"failover","top":5,"entry_id":entry}))
+        .await;
+    let snapshot = late.next().await;
+    assert_eq!(snapshot["version"].as_u64(), Some(final_version));
+    // Every entry's points and rank in the sorted set, as a rebuild writes them.
+    let stored: Vec<(String, f64)> = connection
+        .zrange_withscores(hot::contest_ranks_key(&contest_id), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), entries.len());
+    let stored: std::collections::HashMap<String, f64> = stored.into_iter().collect();
+    for (entry, points) in entries.iter().zip(&team_points) {
+        assert_eq!(
+            TeamPoints::from_f64_exact(stored[entry.entry_id.as_str()]),
+            Some(*points),
+            "points of {}",
+            entry.entry_id
+        );
+    }
+    assert_eq!(ingest.readiness().0, 200, "ingest is ready again");
+    gateway.stop().await;
+    api_stop.cancel();
+}

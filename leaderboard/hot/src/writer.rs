@@ -1,6 +1,7 @@
 //! Pipelined writes of the hot state: player points, a contest's ranks,
 //! histogram, teams and version, and the notices that follow them.
 
+use crate::connection::publish_command;
 use crate::HotConnection;
 use redis::RedisResult;
 use serde::{Deserialize, Serialize};
@@ -64,12 +65,17 @@ pub struct HotWriter {
     /// How long a finished contest's keys stay (see [`HotWriter::retire`]);
     /// zero keeps them.
     pub retention: std::time::Duration,
+    /// The key whose absence tells this writer that Redis lost its state
+    /// ([`ALIVE_KEY`] unless set): one per ingest replica, so that each
+    /// notices a flush and rewrites what it owns.
+    pub marker: String,
 }
 
 impl std::fmt::Debug for HotWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HotWriter")
             .field("large_contest", &self.large_contest)
+            .field("marker", &self.marker)
             .finish()
     }
 }
@@ -112,19 +118,24 @@ impl HotWriter {
             connection,
             large_contest,
             retention: std::time::Duration::ZERO,
+            marker: ALIVE_KEY.to_owned(),
         }
     }
 
     /// Checks that Redis still holds the hot state; `false` means it was
-    /// flushed or restarted empty (the marker is set again as a side effect).
+    /// flushed or restarted empty. The marker is set again as a side effect,
+    /// and lives an hour past the last check (a replica gone for good leaves
+    /// nothing behind).
     pub async fn still_alive(&mut self) -> RedisResult<bool> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(ALIVE_KEY)
+        let before: Option<String> = redis::cmd("SET")
+            .arg(&self.marker)
             .arg("1")
-            .arg("NX")
+            .arg("PX")
+            .arg(3_600_000)
+            .arg("GET")
             .query_async(&mut self.connection)
             .await?;
-        Ok(set.is_none())
+        Ok(before.is_some())
     }
 
     /// Gives the hot keys of finished contests (and of their matches) a time
@@ -185,40 +196,55 @@ impl HotWriter {
 
     /// Writes match points (and which contests each match has), then every
     /// contest update; each contest's version moves once and its notice is
-    /// published after its writes. Every pipeline stays within one hash tag.
+    /// published after its writes. Every request stays within one hash tag.
+    ///
+    /// Every write of a match's or a contest's state is guarded by the version
+    /// Redis already holds, in the same script: an update older than that
+    /// changes nothing (a replica that lost a partition, or rebuilt from an
+    /// older snapshot, never overwrites fresher state). Equal versions are
+    /// written again: that is how a rebuild repairs a half-written refresh.
     pub async fn write(
         &mut self,
         matches: &[MatchUpdate],
         contests: &[ContestUpdate],
-    ) -> RedisResult<()> {
-        let mut pipes: Vec<(MatchId, redis::Pipeline)> = Vec::new();
+    ) -> RedisResult<Written> {
+        let mut scripts = Vec::new();
         for update in matches {
-            let mut pipe = redis::pipe();
+            let mut write = Guarded::new(match_meta_key(&update.match_id));
             let points_key = match_points_key(&update.match_id);
             if update.full {
-                pipe.del(&points_key).ignore();
+                write.op("DEL", &points_key, Vec::<String>::new());
             }
-            if !update.points.is_empty() {
-                let fields: Vec<(&str, i32)> = update
-                    .points
+            for chunk in update.points.chunks(GUARDED_CHUNK) {
+                let fields: Vec<String> = chunk
                     .iter()
-                    .map(|(n, p)| (n.as_str(), p.0))
+                    .flat_map(|(n, p)| [n.clone(), p.0.to_string()])
                     .collect();
-                pipe.hset_multiple(&points_key, &fields).ignore();
+                write.op("HSET", &points_key, fields);
             }
-            pipe.hset_multiple(
-                match_meta_key(&update.match_id),
-                &[("version", update.version), ("seq", update.last_seq)],
-            )
-            .ignore();
-            self.connection.notice(
-                &mut pipe,
-                &match_channel(&update.match_id),
-                &serde_json::json!({"match_id": update.match_id, "version": update.version})
-                    .to_string(),
+            write.op(
+                "HSET",
+                &match_meta_key(&update.match_id),
+                [
+                    "version".to_owned(),
+                    update.version.to_string(),
+                    "seq".to_owned(),
+                    update.last_seq.to_string(),
+                ],
             );
-            pipes.push((update.match_id.clone(), pipe));
+            write.op(
+                publish_command(self.connection.is_cluster()),
+                &match_channel(&update.match_id),
+                [
+                    serde_json::json!({"match_id": update.match_id, "version": update.version})
+                        .to_string(),
+                ],
+            );
+            scripts.push(write.invocation(Guard::NotOlder(update.version)));
         }
+        // Which contests each match has: a set, so adding again is harmless
+        // and needs no guard.
+        let mut pipes: Vec<(MatchId, redis::Pipeline)> = Vec::new();
         for update in contests {
             let index = match pipes.iter().position(|(m, _)| *m == update.match_id) {
                 Some(index) => index,
@@ -236,68 +262,120 @@ impl HotWriter {
                 .ignore();
         }
         let pipes: Vec<redis::Pipeline> = pipes.into_iter().map(|(_, pipe)| pipe).collect();
-        self.send_all(&pipes).await?;
+        let (applied, ()) =
+            futures::future::try_join(self.run_all(&scripts), self.send_all(&pipes)).await?;
+        let mut written = Written {
+            refused_stale: applied
+                .iter()
+                .filter(|outcome| **outcome != Outcome::Written)
+                .count(),
+            gaps: Vec::new(),
+        };
         for update in contests {
-            if update.ranks.len() >= self.large_contest {
-                self.write_large(update).await?;
+            let outcome = if update.ranks.len() >= self.large_contest {
+                self.write_large(update).await?
             } else {
-                self.write_small(update).await?;
+                self.write_small(update).await?
+            };
+            match outcome {
+                Outcome::Written => {}
+                Outcome::Stale => {
+                    written.refused_stale += 1;
+                    tracing::debug!(
+                        contest = %update.contest_id,
+                        version = update.version,
+                        "Redis holds a newer version of the contest: update not written"
+                    );
+                }
+                Outcome::Gap => written.gaps.push(update.contest_id.clone()),
             }
         }
-        Ok(())
+        Ok(written)
     }
 
-    /// One transaction (MULTI/EXEC): sorted set, histogram, users, meta, then
-    /// the notice, so that a reader's transaction sees all of a version or none.
-    async fn write_small(&mut self, update: &ContestUpdate) -> RedisResult<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+    /// Runs guarded scripts of different hash tags at once.
+    async fn run_all(&self, scripts: &[redis::ScriptInvocation<'_>]) -> RedisResult<Vec<Outcome>> {
+        let runs = scripts.iter().map(|script| {
+            let mut connection = self.connection.clone();
+            async move { script.invoke_async::<i64>(&mut connection).await }
+        });
+        let applied = futures::future::try_join_all(runs).await?;
+        Ok(applied.into_iter().map(Outcome::from_reply).collect())
+    }
+
+    /// One script: sorted set, histogram, users, meta, then the notice, so
+    /// that a reader sees all of a version or none; nothing when Redis holds
+    /// a newer version, or (for a change on top of the previous version)
+    /// not the previous one.
+    async fn write_small(&mut self, update: &ContestUpdate) -> RedisResult<Outcome> {
+        let mut write = Guarded::new(contest_meta_key(&update.contest_id));
         if update.full {
-            clear_contest(&mut pipe, &update.contest_id);
+            clear_contest(&mut write, &update.contest_id);
         }
-        add_ranks(&mut pipe, update, &update.ranks);
-        add_summary(&mut pipe, update, true);
-        self.connection.notice(
-            &mut pipe,
-            &contest_channel(&update.contest_id),
-            &notice_json(update),
-        );
-        pipe.query_async::<()>(&mut self.connection).await
+        add_ranks(&mut write, update, &update.ranks);
+        add_summary(&mut write, update, true);
+        self.add_notice(&mut write, update);
+        write
+            .invocation(Guard::of(update))
+            .invoke_async::<i64>(&mut self.connection)
+            .await
+            .map(Outcome::from_reply)
     }
 
     /// Histogram, version and notice first (ranks are exact from the histogram
-    /// at once), then the sorted set in chunks of [`ZADD_CHUNK`].
-    async fn write_large(&mut self, update: &ContestUpdate) -> RedisResult<()> {
-        let mut pipe = redis::pipe();
+    /// at once), then the sorted set in chunks of [`ZADD_CHUNK`] × 4. The
+    /// first step is refused when Redis holds a newer version; each chunk is
+    /// written only while Redis still holds this one (a newer refresh has
+    /// begun otherwise, and it writes every member itself).
+    async fn write_large(&mut self, update: &ContestUpdate) -> RedisResult<Outcome> {
+        let meta = contest_meta_key(&update.contest_id);
+        let mut write = Guarded::new(meta.clone());
         if update.full {
-            clear_contest(&mut pipe, &update.contest_id);
+            clear_contest(&mut write, &update.contest_id);
         }
-        add_summary(&mut pipe, update, false);
-        self.connection.notice(
-            &mut pipe,
-            &contest_channel(&update.contest_id),
-            &notice_json(update),
+        add_summary(&mut write, update, false);
+        self.add_notice(&mut write, update);
+        let outcome = Outcome::from_reply(
+            write
+                .invocation(Guard::of(update))
+                .invoke_async(&mut self.connection)
+                .await?,
         );
-        pipe.query_async::<()>(&mut self.connection).await?;
+        if outcome != Outcome::Written {
+            return Ok(outcome);
+        }
         for chunk in update.ranks.chunks(ZADD_CHUNK * 4) {
-            let mut pipe = redis::pipe();
-            add_ranks(&mut pipe, update, chunk);
-            pipe.query_async::<()>(&mut self.connection).await?;
+            let mut write = Guarded::new(meta.clone());
+            add_ranks(&mut write, update, chunk);
+            let applied: i64 = write
+                .invocation(Guard::Same(update.version))
+                .invoke_async(&mut self.connection)
+                .await?;
+            if applied != 1 {
+                return Ok(Outcome::Written);
+            }
         }
         // The sorted set now matches the version: pages may be served from it.
-        let mut pipe = redis::pipe();
-        pipe.hset(
-            contest_meta_key(&update.contest_id),
-            "ranks_version",
-            update.version,
-        )
-        .ignore();
-        self.connection.notice(
-            &mut pipe,
-            &contest_channel(&update.contest_id),
-            &notice_json(update),
+        let mut write = Guarded::new(meta.clone());
+        write.op(
+            "HSET",
+            &meta,
+            ["ranks_version".to_owned(), update.version.to_string()],
         );
-        pipe.query_async::<()>(&mut self.connection).await
+        self.add_notice(&mut write, update);
+        write
+            .invocation(Guard::Same(update.version))
+            .invoke_async::<i64>(&mut self.connection)
+            .await?;
+        Ok(Outcome::Written)
+    }
+
+    fn add_notice(&self, write: &mut Guarded, update: &ContestUpdate) {
+        write.op(
+            publish_command(self.connection.is_cluster()),
+            &contest_channel(&update.contest_id),
+            [notice_json(update)],
+        );
     }
 
     pub fn connection(&self) -> HotConnection {
@@ -305,84 +383,247 @@ impl HotWriter {
     }
 }
 
-fn clear_contest(pipe: &mut redis::Pipeline, contest: &ContestId) {
-    pipe.del(&[
+/// What [`HotWriter::write`] did besides writing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Match and contest updates not written because Redis already held a
+    /// newer version of them.
+    pub refused_stale: usize,
+    /// Contests whose change was not written because Redis did not hold the
+    /// version it builds on (writes lost in a failover, a flush): the caller
+    /// writes them again in full.
+    pub gaps: Vec<ContestId>,
+}
+
+/// What one guarded write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Written,
+    /// Redis holds a newer version (or this one already).
+    Stale,
+    /// Redis does not hold the version a change builds on.
+    Gap,
+}
+
+impl Outcome {
+    fn from_reply(reply: i64) -> Outcome {
+        match reply {
+            1 => Outcome::Written,
+            -1 => Outcome::Gap,
+            _ => Outcome::Stale,
+        }
+    }
+}
+
+/// Values per command inside [`GUARDED_WRITE`]: Lua's `unpack` takes at
+/// most a few thousand at once.
+const GUARDED_CHUNK: usize = 1_000;
+
+/// Runs a list of commands on the keys of one hash tag if the `version`
+/// field of `KEYS[1]` allows it: `ARGV[1]` is `not-older` (write unless
+/// Redis holds a newer version), `after` (a change on top of the previous
+/// version: write only if Redis holds exactly that one) or `same` (write only
+/// while it holds this one), `ARGV[2]` the update's version, then each
+/// command as its name, the index of its key in `KEYS`, its argument count
+/// and its arguments. Returns 1 when it wrote, 0 when Redis holds a newer
+/// version (or this one, for `after`), -1 when a change finds an older
+/// version than the one it builds on. A script runs whole or not at all, so
+/// the check and the writes are one atomic step, as a transaction would be.
+static GUARDED_WRITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        -- A missing or unreadable version counts as none.
+        local held = tonumber(redis.call('HGET', KEYS[1], 'version') or '') or -1
+        local version = tonumber(ARGV[2])
+        if ARGV[1] == 'same' then
+            if held ~= version then return 0 end
+        elseif ARGV[1] == 'after' then
+            if held >= version then return 0 end
+            if held ~= version - 1 then return -1 end
+        elseif held > version then
+            return 0
+        end
+        local i = 3
+        while i <= #ARGV do
+            local count = tonumber(ARGV[i + 2])
+            redis.call(ARGV[i], KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 3, i + 2 + count))
+            i = i + 3 + count
+        end
+        return 1
+        ",
+    )
+});
+
+/// When a [`Guarded`] write may run.
+#[derive(Debug, Clone, Copy)]
+enum Guard {
+    /// Unless Redis holds a newer version.
+    NotOlder(u64),
+    /// Only if Redis holds the version just before this one.
+    After(u64),
+    /// Only while Redis holds exactly this version.
+    Same(u64),
+}
+
+impl Guard {
+    /// A full update replaces whatever older state Redis holds; a change
+    /// applies only on top of the version before it.
+    fn of(update: &ContestUpdate) -> Guard {
+        if update.full {
+            Guard::NotOlder(update.version)
+        } else {
+            Guard::After(update.version)
+        }
+    }
+}
+
+/// Commands on one hash tag's keys, gathered for [`GUARDED_WRITE`].
+#[derive(Debug)]
+struct Guarded {
+    keys: Vec<String>,
+    ops: Vec<String>,
+}
+
+impl Guarded {
+    /// `guard_key`: the hash whose `version` field guards the write.
+    fn new(guard_key: String) -> Guarded {
+        Guarded {
+            keys: vec![guard_key],
+            ops: Vec::new(),
+        }
+    }
+
+    fn op(&mut self, command: &str, key: &str, args: impl IntoIterator<Item = String>) {
+        let index = match self.keys.iter().position(|k| k == key) {
+            Some(index) => index,
+            None => {
+                self.keys.push(key.to_owned());
+                self.keys.len() - 1
+            }
+        };
+        let start = self.ops.len();
+        self.ops.push(command.to_owned());
+        self.ops.push((index + 1).to_string());
+        self.ops.push(String::new());
+        self.ops.extend(args);
+        let count = self.ops.len() - start - 3;
+        self.ops[start + 2] = count.to_string();
+    }
+
+    fn invocation(&self, guard: Guard) -> redis::ScriptInvocation<'static> {
+        let mut invocation = GUARDED_WRITE.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        match guard {
+            Guard::NotOlder(version) => invocation.arg("not-older").arg(version),
+            Guard::After(version) => invocation.arg("after").arg(version),
+            Guard::Same(version) => invocation.arg("same").arg(version),
+        };
+        for op in &self.ops {
+            invocation.arg(op);
+        }
+        invocation
+    }
+}
+
+fn clear_contest(write: &mut Guarded, contest: &ContestId) {
+    for key in [
         contest_ranks_key(contest),
         contest_histogram_key(contest),
         contest_users_key(contest),
         contest_teams_key(contest),
-    ])
-    .ignore();
+    ] {
+        write.op("DEL", &key, Vec::<String>::new());
+    }
 }
 
-fn add_ranks(pipe: &mut redis::Pipeline, update: &ContestUpdate, ranks: &[(EntryId, TeamPoints)]) {
-    for members in ranks.chunks(ZADD_CHUNK) {
-        let scored: Vec<(f64, &str)> = members
+fn add_ranks(write: &mut Guarded, update: &ContestUpdate, ranks: &[(EntryId, TeamPoints)]) {
+    let key = contest_ranks_key(&update.contest_id);
+    for members in ranks.chunks(GUARDED_CHUNK) {
+        let scored: Vec<String> = members
             .iter()
-            .map(|(e, p)| (p.as_f64(), e.as_str()))
+            .flat_map(|(e, p)| [p.as_f64().to_string(), e.to_string()])
             .collect();
-        pipe.zadd_multiple(contest_ranks_key(&update.contest_id), &scored)
-            .ignore();
+        write.op("ZADD", &key, scored);
+    }
+}
+
+/// Fields as `HSET` arguments, in chunks that fit one guarded command.
+fn hset_chunks<'a>(
+    write: &mut Guarded,
+    key: &str,
+    fields: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) {
+    let fields: Vec<(&str, &str)> = fields.collect();
+    for chunk in fields.chunks(GUARDED_CHUNK) {
+        write.op(
+            "HSET",
+            key,
+            chunk
+                .iter()
+                .flat_map(|(f, v)| [(*f).to_owned(), (*v).to_owned()]),
+        );
     }
 }
 
 /// Users, teams, histogram and meta (with the version and the player points
 /// it was computed from), in that order; the caller adds the notice. `sorted_set_done` says
 /// whether the sorted set already holds this version (`ranks_version`).
-fn add_summary(pipe: &mut redis::Pipeline, update: &ContestUpdate, sorted_set_done: bool) {
+fn add_summary(write: &mut Guarded, update: &ContestUpdate, sorted_set_done: bool) {
     let contest = &update.contest_id;
-    for users in update.users.chunks(ZADD_CHUNK) {
-        let fields: Vec<(&str, &str)> = users
-            .iter()
-            .map(|(e, u)| (e.as_str(), u.as_str()))
-            .collect();
-        pipe.hset_multiple(contest_users_key(contest), &fields)
-            .ignore();
-    }
-    for teams in update.teams.chunks(ZADD_CHUNK) {
-        let fields: Vec<(&str, &str)> = teams
-            .iter()
-            .map(|(e, t)| (e.as_str(), t.as_str()))
-            .collect();
-        pipe.hset_multiple(contest_teams_key(contest), &fields)
-            .ignore();
-    }
+    hset_chunks(
+        write,
+        &contest_users_key(contest),
+        update.users.iter().map(|(e, u)| (e.as_str(), u.as_str())),
+    );
+    hset_chunks(
+        write,
+        &contest_teams_key(contest),
+        update.teams.iter().map(|(e, t)| (e.as_str(), t.as_str())),
+    );
     if !update.squad.is_empty() {
-        pipe.set(
-            contest_squad_key(contest),
-            serde_json::to_string(&update.squad).expect("names serialize"),
-        )
-        .ignore();
+        write.op(
+            "SET",
+            &contest_squad_key(contest),
+            [serde_json::to_string(&update.squad).expect("names serialize")],
+        );
     }
     let (present, gone): (Vec<_>, Vec<_>) =
         update.histogram.iter().partition(|(_, count)| *count > 0);
-    if !present.is_empty() {
-        let fields: Vec<(i64, u64)> = present.iter().map(|(p, c)| (p.halves(), *c)).collect();
-        pipe.hset_multiple(contest_histogram_key(contest), &fields)
-            .ignore();
+    let histogram_key = contest_histogram_key(contest);
+    for chunk in present.chunks(GUARDED_CHUNK) {
+        write.op(
+            "HSET",
+            &histogram_key,
+            chunk
+                .iter()
+                .flat_map(|(p, c)| [p.halves().to_string(), c.to_string()]),
+        );
     }
-    if !gone.is_empty() {
-        let fields: Vec<i64> = gone.iter().map(|(p, _)| p.halves()).collect();
-        pipe.hdel(contest_histogram_key(contest), fields).ignore();
+    for chunk in gone.chunks(GUARDED_CHUNK) {
+        write.op(
+            "HDEL",
+            &histogram_key,
+            chunk.iter().map(|(p, _)| p.halves().to_string()),
+        );
     }
-    pipe.hset_multiple(
-        contest_meta_key(contest),
-        &[
-            ("version", update.version.to_string()),
-            ("total", update.total.to_string()),
-            ("match_id", update.match_id.to_string()),
-            ("name", update.name.clone()),
-            (
-                "players",
-                serde_json::to_string(&update.player_points).expect("points serialize"),
-            ),
-        ],
-    )
-    .ignore();
+    let mut meta = vec![
+        "version".to_owned(),
+        update.version.to_string(),
+        "total".to_owned(),
+        update.total.to_string(),
+        "match_id".to_owned(),
+        update.match_id.to_string(),
+        "name".to_owned(),
+        update.name.clone(),
+        "players".to_owned(),
+        serde_json::to_string(&update.player_points).expect("points serialize"),
+    ];
     if sorted_set_done {
-        pipe.hset(contest_meta_key(contest), "ranks_version", update.version)
-            .ignore();
+        meta.extend(["ranks_version".to_owned(), update.version.to_string()]);
     }
+    write.op("HSET", &contest_meta_key(contest), meta);
 }
 
 fn notice_json(update: &ContestUpdate) -> String {

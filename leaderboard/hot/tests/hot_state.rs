@@ -140,3 +140,82 @@ async fn the_notice_follows_the_data_and_the_marker_detects_a_flush() {
         .unwrap();
     assert!(!writer.still_alive().await.unwrap(), "the flush is noticed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_older_than_redis_holds_changes_nothing_in_small_and_large_mode() {
+    let redis = Redis::start();
+    for (contest, large_from) in [("guard-small", usize::MAX), ("guard-large", 1)] {
+        let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), large_from);
+        let contest_id = ContestId::parse(contest).unwrap();
+        let newer = contest_update(contest, &[TeamPoints(9), TeamPoints(4), TeamPoints(4)], 5);
+        let written = writer.write(&[], &[newer]).await.unwrap();
+        assert_eq!(written.refused_stale, 0);
+        // A replica rebuilding from an older snapshot writes version 3, in full.
+        let older = contest_update(contest, &[TeamPoints(1)], 3);
+        let written = writer.write(&[], &[older]).await.unwrap();
+        assert_eq!(
+            written.refused_stale, 1,
+            "{contest}: the older update is refused"
+        );
+        let mut connection = writer.connection();
+        let page = hot::read_page(&mut connection, &contest_id, 0, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((page.version, page.total), (5, 3), "{contest}");
+        let points: Vec<TeamPoints> = page.entries.iter().map(|row| row.points).collect();
+        assert_eq!(points, [TeamPoints(9), TeamPoints(4), TeamPoints(4)]);
+        // The same version again is written (a rebuild repairing a refresh).
+        let again = contest_update(contest, &[TeamPoints(2), TeamPoints(2)], 5);
+        assert_eq!(writer.write(&[], &[again]).await.unwrap().refused_stale, 0);
+        let page = hot::read_page(&mut connection, &contest_id, 0, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((page.version, page.total), (5, 2), "{contest}");
+
+        // A change on top of version 6 finds 5 (Redis lost a write, as in a
+        // failover): nothing is written and the caller hears of the gap.
+        let mut change = contest_update(contest, &[TeamPoints(7), TeamPoints(2)], 7);
+        change.full = false;
+        let written = writer.write(&[], &[change.clone()]).await.unwrap();
+        assert_eq!(written.gaps, std::slice::from_ref(&contest_id), "{contest}");
+        let page = hot::read_page(&mut connection, &contest_id, 0, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.version, 5, "{contest}");
+        // On top of the version it builds on, the change is written.
+        change.version = 6;
+        let written = writer.write(&[], &[change.clone()]).await.unwrap();
+        assert_eq!(written, hot::Written::default(), "{contest}");
+        // And once more (a retried batch) is a repeat, not a gap.
+        let written = writer.write(&[], &[change]).await.unwrap();
+        assert_eq!((written.refused_stale, written.gaps.len()), (1, 0));
+    }
+
+    // Match points: the same guard on the match's version.
+    let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), usize::MAX);
+    let match_id = MatchId::parse("guard-m").unwrap();
+    let update = |version: u64, points: i32| hot::MatchUpdate {
+        match_id: match_id.clone(),
+        version,
+        last_seq: version,
+        points: vec![(
+            "RG Sharma".to_owned(),
+            leaderboard_core::PlayerPoints(points),
+        )],
+        full: true,
+    };
+    writer.write(&[update(8, 40)], &[]).await.unwrap();
+    let written = writer.write(&[update(6, 10)], &[]).await.unwrap();
+    assert_eq!(written.refused_stale, 1);
+    let mut connection = redis.connection();
+    let points: Option<i32> = redis::Commands::hget(
+        &mut connection,
+        hot::match_points_key(&match_id),
+        "RG Sharma",
+    )
+    .unwrap();
+    assert_eq!(points, Some(40));
+}

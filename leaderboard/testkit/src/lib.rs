@@ -233,6 +233,26 @@ impl Redis {
             .collect()
     }
 
+    /// The port of the master that serves `key`'s slot: the one node that
+    /// answers a direct `EXISTS` rather than `MOVED` (the one server's port
+    /// without a cluster).
+    pub fn master_of(&self, key: &str) -> u16 {
+        if self.cluster.is_none() {
+            return self.port;
+        }
+        self.master_ports()
+            .into_iter()
+            .find(|port| {
+                Redis::node_connection(*port).is_some_and(|mut connection| {
+                    redis::cmd("EXISTS")
+                        .arg(key)
+                        .query::<u64>(&mut connection)
+                        .is_ok()
+                })
+            })
+            .expect("a master serves every slot")
+    }
+
     /// Kills every node (an outage: every key is lost).
     pub fn kill(&mut self) {
         for (child, _) in &mut self.nodes {
