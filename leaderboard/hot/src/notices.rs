@@ -5,14 +5,17 @@
 //! subscribes with `SSUBSCRIBE` on redis-rs's async cluster connection over
 //! RESP3: each channel's subscription goes to the shard that owns the
 //! channel's slot, and messages come back through the connection's push
-//! sender. After a failover the cluster connection subscribes again by
-//! itself; that confirmation is reported as [`Event::Resubscribed`], since
-//! notices may have been missed while the shard moved.
+//! sender. Every channel is subscribed again every [`RENEW_EVERY`], which
+//! moves it to the promoted replica after a failover; that confirmation is
+//! reported as [`Event::Resubscribed`], since notices may have been missed
+//! while the shard moved.
 
 use futures::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, RedisResult, Value};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::connection::{cluster_builder, Topology};
@@ -31,7 +34,47 @@ pub enum Event {
 #[allow(missing_debug_implementations)]
 pub enum Subscriptions {
     Single(PubSubSink),
-    Cluster(ClusterConnection),
+    Cluster {
+        connection: ClusterConnection,
+        /// The channels subscribed, which [`renew`] subscribes again.
+        channels: Arc<Mutex<HashSet<String>>>,
+    },
+}
+
+/// How often a cluster subscription's channels are subscribed again.
+///
+/// When a master dies, the shard subscriptions it held die with it, and the
+/// cluster client does not move them to the promoted replica by itself
+/// until something else makes it refresh its slot map. Subscribing every
+/// channel again moves each one to the node that owns its slot now (or is a
+/// no-op on the same node); the confirmation is reported as
+/// [`Event::Resubscribed`], so the follower re-reads what it names.
+pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Subscribes the tracked channels again every [`RENEW_EVERY`] until the
+/// [`Subscriptions`] is dropped.
+async fn renew(connection: ClusterConnection, channels: std::sync::Weak<Mutex<HashSet<String>>>) {
+    let mut tick = tokio::time::interval(RENEW_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(channels) = channels.upgrade() else {
+            return;
+        };
+        let list: Vec<String> = channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        drop(channels);
+        for channel in list {
+            let mut connection = connection.clone();
+            if let Err(error) = connection.ssubscribe(&channel).await {
+                tracing::warn!(%channel, %error, "cannot renew a shard subscription; trying again");
+            }
+        }
+    }
 }
 
 /// The messages of a [`Subscriptions`]; `None` once the connection is gone.
@@ -60,8 +103,13 @@ pub async fn subscribe_to(url: &str) -> RedisResult<(Subscriptions, Messages)> {
                 .build()?
                 .get_async_connection()
                 .await?;
+            let channels = Arc::new(Mutex::new(HashSet::new()));
+            tokio::spawn(renew(connection.clone(), Arc::downgrade(&channels)));
             Ok((
-                Subscriptions::Cluster(connection),
+                Subscriptions::Cluster {
+                    connection,
+                    channels,
+                },
                 Messages::Cluster {
                     pushes,
                     confirmed: Default::default(),
@@ -78,11 +126,18 @@ impl Subscriptions {
         }
         match self {
             Subscriptions::Single(sink) => sink.subscribe(channels).await,
-            Subscriptions::Cluster(connection) => {
+            Subscriptions::Cluster {
+                connection,
+                channels: tracked,
+            } => {
                 // One SSUBSCRIBE per channel: channels of different slots
                 // cannot share one command.
                 for channel in channels {
                     connection.ssubscribe(channel).await?;
+                    tracked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(channel.clone());
                 }
                 Ok(())
             }
@@ -95,8 +150,15 @@ impl Subscriptions {
         }
         match self {
             Subscriptions::Single(sink) => sink.unsubscribe(channels).await,
-            Subscriptions::Cluster(connection) => {
+            Subscriptions::Cluster {
+                connection,
+                channels: tracked,
+            } => {
                 for channel in channels {
+                    tracked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(channel);
                     connection.sunsubscribe(channel).await?;
                 }
                 Ok(())
@@ -106,7 +168,7 @@ impl Subscriptions {
 
     /// Whether the connection follows a cluster (sharded channels).
     pub fn sharded(&self) -> bool {
-        matches!(self, Subscriptions::Cluster(_))
+        matches!(self, Subscriptions::Cluster { .. })
     }
 }
 

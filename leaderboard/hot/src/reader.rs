@@ -131,6 +131,65 @@ pub type TopRead = (
     Vec<(String, f64)>,
 );
 
+/// Meta, histogram and the top rows in one atomic step. A script rather
+/// than MULTI/EXEC: on a Redis Cluster a script follows a moved slot (the
+/// client refreshes its map on `MOVED`), while a transaction whose slot
+/// moved in a failover only reports "transaction aborted" and keeps going
+/// to the old node.
+static READ_TOP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
+                redis.call('ZREVRANGE', KEYS[3], ARGV[1], ARGV[2], 'WITHSCORES')}
+        ",
+    )
+});
+
+/// A contest's meta and histogram in one atomic step (a script, for the
+/// reason given at [`READ_TOP`]).
+static READ_SUMMARY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+        ",
+    )
+});
+
+/// A contest's meta and histogram, read together: the version, the player
+/// points and the histogram agree.
+pub async fn read_summary(
+    connection: &mut HotConnection,
+    contest: &ContestId,
+) -> RedisResult<(std::collections::HashMap<String, String>, Vec<(i64, u64)>)> {
+    READ_SUMMARY
+        .key(contest_meta_key(contest))
+        .key(contest_histogram_key(contest))
+        .invoke_async(connection)
+        .await
+}
+
+/// A match's points and version in one atomic step (a script, for the
+/// reason given at [`READ_TOP`]).
+static READ_MATCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        return {redis.call('HGETALL', KEYS[1]), redis.call('HGET', KEYS[2], 'version')}
+        ",
+    )
+});
+
+/// A match's player points and version, read together.
+pub async fn read_match(
+    connection: &mut HotConnection,
+    match_id: &MatchId,
+) -> RedisResult<(std::collections::BTreeMap<String, i64>, Option<u64>)> {
+    READ_MATCH
+        .key(match_points_key(match_id))
+        .key(match_meta_key(match_id))
+        .invoke_async(connection)
+        .await
+}
+
 /// Reads [`TopRead`] and the owners of the top rows.
 pub async fn read_top(
     connection: &mut HotConnection,
@@ -143,12 +202,13 @@ pub async fn read_top(
     } else {
         (0, top as isize - 1)
     };
-    let (meta, histogram, rows): TopRead = redis::pipe()
-        .atomic()
-        .hgetall(contest_meta_key(contest))
-        .hgetall(contest_histogram_key(contest))
-        .zrevrange_withscores(contest_ranks_key(contest), start, stop)
-        .query_async(connection)
+    let (meta, histogram, rows): TopRead = READ_TOP
+        .key(contest_meta_key(contest))
+        .key(contest_histogram_key(contest))
+        .key(contest_ranks_key(contest))
+        .arg(start)
+        .arg(stop)
+        .invoke_async(connection)
         .await?;
     let users: Vec<Option<String>> = if rows.is_empty() {
         Vec::new()

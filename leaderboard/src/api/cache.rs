@@ -201,14 +201,8 @@ impl NodeCache {
     ) -> Result<Arc<ContestSnapshot>, ReadError> {
         self.count_read("contest");
         let mut connection = self.connection.clone();
-        // One transaction: the version, the player points and the histogram agree.
-        let (meta, histogram): (std::collections::HashMap<String, String>, Vec<(i64, u64)>) =
-            redis::pipe()
-                .atomic()
-                .hgetall(hot::contest_meta_key(contest_id))
-                .hgetall(hot::contest_histogram_key(contest_id))
-                .query_async(&mut connection)
-                .await?;
+        // One atomic read (a script): the version, the player points and the histogram agree.
+        let (meta, histogram) = hot::read_summary(&mut connection, contest_id).await?;
         match ContestSnapshot::from_parts(contest_id, &meta, histogram) {
             Err(ReadError::NotFound(message)) => {
                 let Some(store) = &self.store else {
@@ -367,13 +361,7 @@ impl NodeCache {
             .try_get_with(match_id.clone(), async {
                 self.count_read("match");
                 let mut connection = self.connection.clone();
-                let (players, version): (std::collections::BTreeMap<String, i64>, Option<u64>) =
-                    redis::pipe()
-                        .atomic()
-                        .hgetall(hot::match_points_key(match_id))
-                        .hget(hot::match_meta_key(match_id), "version")
-                        .query_async(&mut connection)
-                        .await?;
+                let (players, version) = hot::read_match(&mut connection, match_id).await?;
                 if players.is_empty() {
                     return Err(ReadError::NotFound(format!(
                         "match `{match_id}` is unknown"

@@ -138,6 +138,12 @@ impl Redis {
             format!("nodes-{port}.conf"),
             "--cluster-node-timeout".into(),
             "1000".into(),
+            // A replica syncs at once (not after the default 5 s), and may
+            // always take over: a test kills masters seconds after start.
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
+            "--cluster-replica-validity-factor".into(),
+            "0".into(),
         ]
     }
 
@@ -169,6 +175,22 @@ impl Redis {
                 assert!(
                     Instant::now() < deadline,
                     "the cluster is not ok within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Every replica in sync with its master.
+        for &port in ports {
+            loop {
+                let replication = Redis::node_info(port, "INFO", "replication");
+                if replication.contains("role:master")
+                    || replication.contains("master_link_status:up")
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "a replica is not in sync within 30 s"
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -690,14 +712,25 @@ pub async fn serve_api(
     (port, cache, shutdown)
 }
 
-/// `PUBSUB NUMPAT`: pattern subscriptions the server holds.
+/// Clients holding a pattern subscription (`CLIENT LIST`, `psub` > 0):
+/// unlike `PUBSUB NUMPAT`, which counts distinct patterns, this sees a
+/// second API node subscribing the same pattern.
 pub async fn pattern_subscriptions(redis_url: &str) -> u64 {
     let mut connection = leaderboard_hot::connect(redis_url).await.unwrap();
-    redis::cmd("PUBSUB")
-        .arg("NUMPAT")
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
         .query_async(&mut connection)
         .await
-        .unwrap()
+        .unwrap();
+    clients
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("psub="))
+                .and_then(|count| count.parse::<u64>().ok())
+                .is_some_and(|count| count > 0)
+        })
+        .count() as u64
 }
 
 /// `count` connections to `port` that send the start of a request and never
