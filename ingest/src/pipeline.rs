@@ -915,13 +915,15 @@ mod tests {
             .is_none());
 
         // Gained again: rebuilt from what the store holds, then absorbed.
-        let mut snapshot = StoreSnapshot::default();
-        snapshot.contests = effects
-            .store
-            .contests
-            .iter()
-            .map(|c| (c.clone(), 1))
-            .collect();
+        let mut snapshot = StoreSnapshot {
+            contests: effects
+                .store
+                .contests
+                .iter()
+                .map(|c| (c.clone(), 1))
+                .collect(),
+            ..StoreSnapshot::default()
+        };
         snapshot
             .entries
             .insert(c1.clone(), effects.store.entries.clone());
