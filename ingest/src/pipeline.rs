@@ -29,6 +29,19 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// `message` refused to the dead-letter `topic`, with where it came from.
+    pub fn of(message: &Incoming, topic: &'static str, reason: String) -> DeadLetter {
+        DeadLetter {
+            topic,
+            source_topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            key: message.key.clone(),
+            payload: message.payload.clone(),
+            reason,
+        }
+    }
+
     /// The DLQ value: the reason, where the message came from, and the
     /// original payload (as text when it is UTF-8).
     pub fn to_json(&self) -> Vec<u8> {
@@ -276,15 +289,9 @@ impl Pipeline {
 
     fn dead_letter(&mut self, message: &Incoming, topic: &'static str, reason: String) {
         self.effects.counts.dead_letters += 1;
-        self.effects.dead_letters.push(DeadLetter {
-            topic,
-            source_topic: message.topic.clone(),
-            partition: message.partition,
-            offset: message.offset,
-            key: message.key.clone(),
-            payload: message.payload.clone(),
-            reason,
-        });
+        self.effects
+            .dead_letters
+            .push(DeadLetter::of(message, topic, reason));
     }
 
     /// Takes one consumed message of either topic.

@@ -153,7 +153,7 @@ impl Routes {
                         let reason = leaderboard_core::team::EntryError::UnknownContest(
                             contest_id.to_string(),
                         );
-                        routed.dead_letters.push(dead_letter(
+                        routed.dead_letters.push(DeadLetter::of(
                             &message,
                             topics::CONTEST_ENTRIES_DLQ,
                             reason.to_string(),
@@ -164,7 +164,7 @@ impl Routes {
                 Place::Refused(topic, reason) => {
                     routed
                         .dead_letters
-                        .push(dead_letter(&message, topic, reason));
+                        .push(DeadLetter::of(&message, topic, reason));
                     continue;
                 }
             };
@@ -214,18 +214,6 @@ impl Routes {
                 Place::Match(match_id)
             }
         }
-    }
-}
-
-fn dead_letter(message: &Incoming, topic: &'static str, reason: String) -> DeadLetter {
-    DeadLetter {
-        topic,
-        source_topic: message.topic.clone(),
-        partition: message.partition,
-        offset: message.offset,
-        key: message.key.clone(),
-        payload: message.payload.clone(),
-        reason,
     }
 }
 
