@@ -159,13 +159,43 @@ pub struct ThroughputArgs {
     /// Cricsheet match files to replay at full speed.
     #[arg(value_name = "FILE", required = true)]
     files: Vec<PathBuf>,
+    /// What to time: `produce-and-apply` replays and waits for Redis (the
+    /// replay producer included); `produce` only fills the topics (run it
+    /// while `ingest run` is stopped); `backlog` produces nothing and times
+    /// `ingest run` draining what is already there (start it, or resume it,
+    /// as this starts).
+    #[arg(long, value_enum, default_value_t = ThroughputMode::ProduceAndApply)]
+    mode: ThroughputMode,
+    /// Partitions of topics created when missing.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
+    partitions: i32,
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
     redis: RedisArgs,
 }
 
-/// Replays the matches at full speed and waits until Redis shows every last seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThroughputMode {
+    ProduceAndApply,
+    Produce,
+    Backlog,
+}
+
+/// The last seq Redis holds of a match, if any.
+async fn last_seq(
+    connection: &mut hot::HotConnection,
+    match_id: &MatchId,
+) -> redis::RedisResult<Option<u64>> {
+    redis::cmd("HGET")
+        .arg(hot::match_meta_key(match_id))
+        .arg("seq")
+        .query_async(connection)
+        .await
+}
+
+/// Replays the matches at full speed and/or waits until Redis shows every
+/// match's last seq (see [`ThroughputMode`]).
 pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     let mut expected = Vec::new();
     let mut events = 0;
@@ -177,29 +207,32 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         expected.push((match_id, count as u64 - 1));
     }
     let started = Instant::now();
-    ingest::replay::run(&ingest::replay::ReplayArgs {
-        files: args.files.clone(),
-        speed: 0.0,
-        corrections: false,
-        seed: 0,
-        kafka: args.kafka.clone(),
-        partitions: 3,
-    })
-    .await?;
-    let produced = started.elapsed().as_secs_f64();
+    let mut produced = 0.0;
+    if args.mode != ThroughputMode::Backlog {
+        ingest::replay::run(&ingest::replay::ReplayArgs {
+            files: args.files.clone(),
+            speed: 0.0,
+            corrections: false,
+            seed: 0,
+            kafka: args.kafka.clone(),
+            partitions: args.partitions,
+        })
+        .await?;
+        produced = started.elapsed().as_secs_f64();
+    }
+    if args.mode == ThroughputMode::Produce {
+        println!(
+            "{}",
+            json!({"matches": expected.len(), "events": events, "produce_seconds": produced})
+        );
+        return Ok(());
+    }
     let mut connection = hot::connect(&args.redis.url).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
     for (match_id, last) in &expected {
-        loop {
-            let seq: Option<u64> = redis::cmd("HGET")
-                .arg(hot::match_meta_key(match_id))
-                .arg("seq")
-                .query_async(&mut connection)
-                .await?;
-            if seq == Some(*last) {
-                break;
-            }
+        while last_seq(&mut connection, match_id).await? != Some(*last) {
             anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(600),
+                Instant::now() < deadline,
                 "match {match_id} not applied within 10 minutes"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
