@@ -33,6 +33,9 @@ static READ_CHUNK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new
         r"
         local meta = redis.call('HGETALL', KEYS[1])
         if #meta == 0 then return {{}, {}} end
+        -- an empty chunk (stop below start): the meta alone; ZREVRANGE 0 -1
+        -- would read the whole set
+        if tonumber(ARGV[2]) < tonumber(ARGV[1]) then return {meta, {}} end
         return {meta, redis.call('ZREVRANGE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES')}
         ",
     )

@@ -219,3 +219,48 @@ async fn an_update_older_than_redis_holds_changes_nothing_in_small_and_large_mod
     .unwrap();
     assert_eq!(points, Some(40));
 }
+
+/// The recompute reads the live version alone with an empty chunk: that must
+/// not read the whole sorted set (at 10M members it timed out the connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_chunk_holds_exactly_the_positions_asked_for() {
+    let redis = Redis::start();
+    let points: Vec<TeamPoints> = (0..3_000).map(|i| TeamPoints(i % 40)).collect();
+    let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 1);
+    writer
+        .write(&[], &[contest_update("chunks", &points, 3)])
+        .await
+        .unwrap();
+    let contest = ContestId::parse("chunks").unwrap();
+    let mut connection = writer.connection();
+    let chunk = |start, count| {
+        let mut connection = connection.clone();
+        let contest = contest.clone();
+        async move {
+            hot::reconcile::read_live_chunk(&mut connection, &contest, start, count)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let versions_only = chunk(0, 0).await;
+    assert_eq!((versions_only.version, versions_only.total), (3, 3_000));
+    assert!(
+        versions_only.rows.is_empty(),
+        "{} rows",
+        versions_only.rows.len()
+    );
+    let whole = chunk(0, 3_000).await.rows;
+    assert_eq!(whole.len(), 3_000);
+    assert_eq!(chunk(10, 5).await.rows, whole[10..15].to_vec());
+    assert!(chunk(2_999, 0).await.rows.is_empty());
+    assert_eq!(chunk(2_999, 10).await.rows, whole[2_999..].to_vec());
+    assert!(chunk(3_000, 10).await.rows.is_empty());
+    let missing = ContestId::parse("missing").unwrap();
+    assert!(
+        hot::reconcile::read_live_chunk(&mut connection, &missing, 0, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
