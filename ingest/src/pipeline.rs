@@ -11,7 +11,7 @@ use leaderboard_core::ids::{ContestId, MatchId};
 use leaderboard_core::points::TeamPoints;
 use leaderboard_core::scoring::{Applied, MatchScorer};
 use leaderboard_core::Rules;
-use leaderboard_hot::{encode_team, ContestUpdate, MatchUpdate};
+use leaderboard_hot::{encode_team, ContestUpdate, MatchUpdate, TopRow, TOP_ROWS};
 use leaderboard_store::{RankSnapshot, RankSnapshotInfo, StoreBatch, StoreSnapshot};
 
 use crate::topics;
@@ -523,6 +523,7 @@ impl Pipeline {
                     .into_iter()
                     .map(|p| (p, state.histogram.count_of(p)))
                     .collect(),
+                top: Some(top_rows(state)),
                 full: delta.created,
             });
         }
@@ -665,8 +666,25 @@ fn full_update(state: &ContestState) -> ContestUpdate {
         squad: state.squad.names().to_vec(),
         player_points: state.player_points().iter().map(|p| p.0).collect(),
         histogram: state.histogram.buckets().collect(),
+        top: Some(top_rows(state)),
         full: true,
     }
+}
+
+/// The contest's first rows at its current version, for the meta's `top`.
+fn top_rows(state: &ContestState) -> Vec<TopRow> {
+    state
+        .top(TOP_ROWS)
+        .into_iter()
+        .map(|index| {
+            let entry = &state.entries[index as usize];
+            TopRow {
+                entry_id: entry.entry_id.clone(),
+                user_id: entry.user_id.clone(),
+                points: state.points[index as usize],
+            }
+        })
+        .collect()
 }
 
 /// A contest's complete standings at its current version, exact from the

@@ -93,8 +93,9 @@ pub struct RunArgs {
     /// Longest wait, in milliseconds, for a batch to fill once it has a message.
     #[arg(long, default_value_t = 5)]
     pub batch_wait_ms: u64,
-    /// From this many changed entries, a contest's sorted set is refreshed in
-    /// chunks after its histogram, version and notice.
+    /// From this many changed entries, a contest's sorted sets are refreshed
+    /// in the background, conflated, after its histogram, version, top rows
+    /// and notice (and from then on every change of that contest).
     #[arg(long, default_value_t = 50_000)]
     pub large_contest: usize,
 }

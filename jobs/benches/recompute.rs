@@ -145,6 +145,10 @@ async fn setup(args: &[String]) {
         ));
         flush(&mut pipeline).await;
     }
+    if let Some(writer) = &writer {
+        // A large contest's sorted sets are written in the background.
+        writer.settled().await;
+    }
     eprintln!(
         "setup: {entries} entries and 36 balls written in {:.1?}",
         started.elapsed()

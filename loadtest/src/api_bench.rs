@@ -80,6 +80,8 @@ pub async fn fill(args: FillArgs) -> anyhow::Result<()> {
     let (matches, contests) = pipeline.full_refresh();
     let mut writer = HotWriter::new(hot::connect(&args.redis.url).await?, 1);
     writer.write(&matches, &contests).await?;
+    // The sorted sets are written in the background: wait for them.
+    writer.settled().await;
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
         entries = args.entries,

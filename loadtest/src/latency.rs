@@ -26,6 +26,13 @@ pub struct NoticeLatencyArgs {
     /// Balls to time.
     #[arg(long, default_value_t = 50)]
     balls: u32,
+    /// After each ball's notice, also wait until the contest's deep pages
+    /// (its sorted set readers read, `ranks_version`) are at the ball's
+    /// version, and time that too. Without it the next ball is produced as
+    /// soon as the notice arrives, while the previous ball's sorted-set
+    /// refresh may still run.
+    #[arg(long)]
+    deep: bool,
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
@@ -58,17 +65,35 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(teams.len() == 2, "the match file must name two teams");
     let lineup =
         json!({"v":1,"type":"lineup","match_id":match_id,"seq":0,"teams":cricsheet.info.players});
-    let mut events = vec![lineup];
-    for ball in 0..args.balls {
+    // A match already under way (an earlier run) goes on from its last
+    // ball: ingest skips a seq it has applied.
+    let first = match last_seq(&mut connection, &match_id).await? {
+        Some(seq) => seq + 1,
+        None => 1,
+    };
+    let mut events = if first == 1 { vec![lineup] } else { Vec::new() };
+    let scene = events.len();
+    for ball in first - 1..first - 1 + u64::from(args.balls) {
         // Each ball moves one batter's and one bowler's points; the batters
         // rotate so that every ball moves a different share of the entries.
         let batter = &teams[0][ball as usize % teams[0].len()];
         let bowler = &teams[1][ball as usize % teams[1].len()];
-        events.push(json!({"v":1,"type":"delivery","match_id":match_id,"seq":ball + 1,"innings":1,"over":ball / 6,
+        events.push(json!({"v":1,"type":"delivery","match_id":match_id,"seq":ball + 1,"innings":1,"over":(ball / 6) % 20,
             "delivery":{"batter":batter,"bowler":bowler,"non_striker":batter,
                         "runs":{"batter":4,"extras":0,"total":4}}}));
     }
     let mut latencies = Histogram::<u64>::new(3)?;
+    let mut deep_latencies = Histogram::<u64>::new(3)?;
+    let meta = hot::contest_meta_key(&args.contest);
+    // A ball's notice is the first one past the version before it: a large
+    // contest's refresh announces its switch too, possibly during the next
+    // ball, at a version already noticed.
+    let mut last_version: u64 = redis::cmd("HGET")
+        .arg(&meta)
+        .arg("version")
+        .query_async::<Option<u64>>(&mut connection)
+        .await?
+        .unwrap_or(0);
     for (position, event) in events.iter().enumerate() {
         let payload = serde_json::to_vec(event)?;
         let started = Instant::now();
@@ -81,7 +106,7 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
             )
             .await
             .map_err(|(error, _)| anyhow::anyhow!("cannot produce: {error}"))?;
-        loop {
+        let version = loop {
             let message = tokio::time::timeout(Duration::from_secs(60), notices.next())
                 .await
                 .context("no notice within 60 s")?
@@ -90,20 +115,48 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
                 continue;
             };
             let notice: ContestChanged = serde_json::from_slice(&payload)?;
-            if notice.version > 0 {
-                break;
+            if notice.version > last_version {
+                break notice.version;
             }
-        }
+        };
+        last_version = version;
         // The lineup only sets the scene.
-        if position > 0 {
+        if position >= scene {
             latencies.record(started.elapsed().as_micros() as u64)?;
         }
+        if args.deep {
+            // The refresh's own notice comes with the switch; polling the
+            // meta times it without telling the two notices apart.
+            loop {
+                let held: Option<u64> = redis::cmd("HGET")
+                    .arg(&meta)
+                    .arg("ranks_version")
+                    .query_async(&mut connection)
+                    .await?;
+                if held.unwrap_or(0) >= version {
+                    break;
+                }
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(600),
+                    "deep pages not at version {version} after 10 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if position >= scene {
+                deep_latencies.record(started.elapsed().as_micros() as u64)?;
+            }
+        }
     }
+    let deep_ms = |q: f64| deep_latencies.value_at_quantile(q) as f64 / 1000.0;
+    let deep = args.deep.then(|| {
+        json!({"p50_ms": deep_ms(0.5), "p99_ms": deep_ms(0.99), "max_ms": deep_latencies.max() as f64 / 1000.0})
+    });
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{}",
         json!({"contest": args.contest, "entries": total, "balls": args.balls,
-               "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": latencies.max() as f64 / 1000.0})
+               "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": latencies.max() as f64 / 1000.0,
+               "deep_pages": deep})
     );
     Ok(())
 }
@@ -141,11 +194,15 @@ pub async fn redis_bulk(args: RedisBulkArgs) -> anyhow::Result<()> {
         player_points: Vec::new(),
         histogram: Vec::new(),
         ranks,
+        top: None,
         full: true,
     };
     let mut writer = HotWriter::new(hot::connect(&args.redis.url).await?, 1);
     let started = Instant::now();
     writer.write(&[], std::slice::from_ref(&update)).await?;
+    writer
+        .ranks_caught_up(&update.contest_id, update.version)
+        .await;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",

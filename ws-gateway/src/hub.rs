@@ -470,8 +470,23 @@ impl Hub {
         let ((meta, histogram, rows), users) = hot::read_top(&mut connection, contest_id, top)
             .await
             .map_err(|error| ProtocolError::new("unavailable", error.to_string()))?;
-        let snapshot = ContestSnapshot::from_parts(contest_id, &meta, histogram)
+        let mut snapshot = ContestSnapshot::from_parts(contest_id, &meta, histogram)
             .map_err(|error| read_error(error, "unknown_contest"))?;
+        if let Some(rows) = snapshot.top_page(0, top) {
+            // The top rows the writer keeps at every version: fresh with the
+            // ball even while a large contest's sorted set catches up.
+            snapshot.ranks_version = snapshot.version;
+            let rows = rows
+                .into_iter()
+                .map(|row| TopRow {
+                    rank: row.rank,
+                    entry_id: row.entry_id,
+                    user_id: row.user_id,
+                    points: row.points,
+                })
+                .collect();
+            return Ok((snapshot, rows));
+        }
         let mut top_rows = Vec::with_capacity(rows.len());
         let mut users = users.into_iter();
         let mut ranks = CompetitionRanks::new();

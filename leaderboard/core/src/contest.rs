@@ -208,6 +208,56 @@ impl ContestState {
         moved
     }
 
+    /// The indexes of the first `k` entries in page order: points
+    /// descending, ties by entry id descending (as the hot sorted set
+    /// orders them). One pass over the points; only entries tied at the
+    /// lowest points of the first `k` compare their ids.
+    pub fn top(&self, k: usize) -> Vec<u32> {
+        use std::cmp::Reverse;
+        let mut above_floor = 0_u64;
+        let mut floor = None;
+        for (points, count) in self.histogram.buckets() {
+            if above_floor + count >= k as u64 {
+                floor = Some(points);
+                break;
+            }
+            above_floor += count;
+        }
+        // Fewer than `k` entries: all of them.
+        let floor = floor.unwrap_or(TeamPoints(i64::MIN));
+        let wanted_at_floor = (k as u64 - above_floor.min(k as u64)) as usize;
+        let mut above = Vec::with_capacity(above_floor as usize);
+        // The largest ids at the floor, smallest on top of the heap.
+        let mut at_floor: std::collections::BinaryHeap<Reverse<(&EntryId, u32)>> =
+            std::collections::BinaryHeap::with_capacity(wanted_at_floor + 1);
+        for (index, points) in self.points.iter().enumerate() {
+            if *points > floor {
+                above.push(index as u32);
+            } else if *points == floor && wanted_at_floor > 0 {
+                let id = &self.entries[index].entry_id;
+                if at_floor.len() == wanted_at_floor {
+                    match at_floor.peek() {
+                        Some(Reverse((smallest, _))) if id <= *smallest => continue,
+                        _ => {
+                            at_floor.pop();
+                        }
+                    }
+                }
+                at_floor.push(Reverse((id, index as u32)));
+            }
+        }
+        let order = |index: &u32| {
+            let index = *index as usize;
+            Reverse((self.points[index], &self.entries[index].entry_id))
+        };
+        above.sort_unstable_by_key(order);
+        let mut ties: Vec<u32> = at_floor.into_iter().map(|Reverse((_, i))| i).collect();
+        ties.sort_unstable_by_key(order);
+        above.extend(ties);
+        above.truncate(k);
+        above
+    }
+
     /// The squad player points currently applied.
     pub fn player_points(&self) -> &[PlayerPoints] {
         &self.table
@@ -296,6 +346,33 @@ mod tests {
                 PlayerPoints(0)
             })
             .is_empty());
+    }
+
+    #[test]
+    fn the_top_is_page_order_with_ties_by_entry_id_descending() {
+        let mut state = contest(1_000);
+        // Ten captains, few distinct points: large ties at every floor.
+        for i in 0..300 {
+            let captain = format!("a{}", (i * 7) % 10);
+            state
+                .add_entry(entry(&format!("e{}", (i * 37) % 1_000), &captain))
+                .unwrap();
+        }
+        state.update_players(|name| match name {
+            "a0" | "a3" => PlayerPoints(4),
+            "a5" => PlayerPoints(6),
+            "a7" => PlayerPoints(1),
+            _ => PlayerPoints(0),
+        });
+        let mut brute: Vec<u32> = (0..state.entries.len() as u32).collect();
+        brute.sort_by(|a, b| {
+            let (a, b) = (*a as usize, *b as usize);
+            (state.points[b], &state.entries[b].entry_id)
+                .cmp(&(state.points[a], &state.entries[a].entry_id))
+        });
+        for k in [0, 1, 5, 37, 100, 299, 300, 400] {
+            assert_eq!(state.top(k), brute[..k.min(300)].to_vec(), "k = {k}");
+        }
     }
 
     #[test]

@@ -11,6 +11,10 @@ use leaderboard_core::team::{Team, TEAM_SIZE};
 /// Sorted-set members written per ZADD in a batched refresh.
 pub const ZADD_CHUNK: usize = 10_000;
 
+/// Rows of a contest's top kept in its meta (`top`) at every version, so the
+/// first page is fresh every ball however large the contest.
+pub const TOP_ROWS: usize = 100;
+
 /// Present while Redis holds the hot state; its absence means Redis lost it.
 pub const ALIVE_KEY: &str = "lb:ingest:alive";
 
@@ -23,8 +27,19 @@ pub fn match_meta_key(match_id: &MatchId) -> String {
 pub fn match_contests_key(match_id: &MatchId) -> String {
     format!("lb:m:{{{match_id}}}:contests")
 }
+/// The contest's first sorted set (buffer 0 of [`contest_ranks_keys`]).
 pub fn contest_ranks_key(contest: &ContestId) -> String {
     format!("lb:c:{{{contest}}}:ranks")
+}
+/// The contest's two sorted sets: readers read the one the meta's
+/// `ranks_buffer` names (0 when absent), at the meta's `ranks_version`; a
+/// large contest's refresh writes the other and then switches them in one
+/// step (see `docs/redis-keys.md`, "Two sorted sets").
+pub fn contest_ranks_keys(contest: &ContestId) -> [String; 2] {
+    [
+        contest_ranks_key(contest),
+        format!("lb:c:{{{contest}}}:ranks:1"),
+    ]
 }
 pub fn contest_histogram_key(contest: &ContestId) -> String {
     format!("lb:c:{{{contest}}}:hist")

@@ -14,6 +14,7 @@ pub mod notices;
 pub mod read_model;
 pub mod reader;
 pub mod reconcile;
+pub mod refresh;
 pub mod writer;
 
 pub use connection::{connect, HotConnection, Topology};

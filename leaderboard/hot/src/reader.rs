@@ -34,15 +34,18 @@ pub struct HotPage {
 }
 
 /// A page in one atomic step: meta, rows with scores, the count strictly
-/// above the first row's score, and the rows' users.
+/// above the first row's score, and the rows' users; from the sorted set the
+/// meta's `ranks_buffer` names (`KEYS[2]` or `KEYS[4]`).
 static READ_PAGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
         local meta = redis.call('HGETALL', KEYS[1])
         if #meta == 0 then return {{}, {}, 0, {}} end
-        local rows = redis.call('ZREVRANGE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES')
+        local ranks = KEYS[2]
+        if redis.call('HGET', KEYS[1], 'ranks_buffer') == '1' then ranks = KEYS[4] end
+        local rows = redis.call('ZREVRANGE', ranks, ARGV[1], ARGV[2], 'WITHSCORES')
         if #rows == 0 then return {meta, rows, 0, {}} end
-        local above = redis.call('ZCOUNT', KEYS[2], '(' .. rows[2], '+inf')
+        local above = redis.call('ZCOUNT', ranks, '(' .. rows[2], '+inf')
         local ids = {}
         for i = 1, #rows, 2 do ids[#ids + 1] = rows[i] end
         return {meta, rows, above, redis.call('HMGET', KEYS[3], unpack(ids))}
@@ -74,10 +77,12 @@ pub async fn read_page(
     // One script, so one atomic read: the rows, the rank of the first one
     // (entries strictly above its points), their users and the
     // `ranks_version` all belong to the same state.
+    let [ranks, other_ranks] = contest_ranks_keys(contest);
     let (meta, rows, above, users): PageRead = READ_PAGE
         .key(contest_meta_key(contest))
-        .key(contest_ranks_key(contest))
+        .key(ranks)
         .key(contest_users_key(contest))
+        .key(other_ranks)
         .arg(start)
         .arg(stop)
         .invoke_async(connection)
@@ -139,8 +144,10 @@ pub type TopRead = (
 static READ_TOP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
+        local ranks = KEYS[3]
+        if redis.call('HGET', KEYS[1], 'ranks_buffer') == '1' then ranks = KEYS[4] end
         return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
-                redis.call('ZREVRANGE', KEYS[3], ARGV[1], ARGV[2], 'WITHSCORES')}
+                redis.call('ZREVRANGE', ranks, ARGV[1], ARGV[2], 'WITHSCORES')}
         ",
     )
 });
@@ -202,10 +209,12 @@ pub async fn read_top(
     } else {
         (0, top as isize - 1)
     };
+    let [ranks, other_ranks] = contest_ranks_keys(contest);
     let (meta, histogram, rows): TopRead = READ_TOP
         .key(contest_meta_key(contest))
         .key(contest_histogram_key(contest))
-        .key(contest_ranks_key(contest))
+        .key(ranks)
+        .key(other_ranks)
         .arg(start)
         .arg(stop)
         .invoke_async(connection)
@@ -222,6 +231,45 @@ pub async fn read_top(
             .await?
     };
     Ok(((meta, histogram, rows), users))
+}
+
+/// An entry's 0-based position in the sorted set readers read, with the
+/// `ranks_version` it holds, in one atomic step.
+static READ_POSITION: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local ranks = KEYS[2]
+        if redis.call('HGET', KEYS[1], 'ranks_buffer') == '1' then ranks = KEYS[3] end
+        return {redis.call('HGET', KEYS[1], 'ranks_version'), redis.call('ZREVRANK', ranks, ARGV[1])}
+        ",
+    )
+});
+
+/// An entry's position in page order and the `ranks_version` it is of;
+/// `None` for an entry the sorted set does not hold.
+pub async fn read_position(
+    connection: &mut HotConnection,
+    contest: &ContestId,
+    entry: &str,
+) -> Result<(u64, Option<u64>), ReadError> {
+    let [ranks, other_ranks] = contest_ranks_keys(contest);
+    let (version, position): (Option<String>, Option<u64>) = READ_POSITION
+        .key(contest_meta_key(contest))
+        .key(ranks)
+        .key(other_ranks)
+        .arg(entry)
+        .invoke_async(connection)
+        .await?;
+    let version = match version {
+        None => 0,
+        Some(text) => text.parse().map_err(|_| {
+            ReadError::corrupt(
+                contest,
+                format!("meta `ranks_version` is `{text}`, not a count"),
+            )
+        })?,
+    };
+    Ok((version, position))
 }
 
 /// A match's live player points and version.

@@ -36,13 +36,16 @@ static READ_CHUNK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new
         -- an empty chunk (stop below start): the meta alone; ZREVRANGE 0 -1
         -- would read the whole set
         if tonumber(ARGV[2]) < tonumber(ARGV[1]) then return {meta, {}} end
-        return {meta, redis.call('ZREVRANGE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES')}
+        local ranks = KEYS[2]
+        if redis.call('HGET', KEYS[1], 'ranks_buffer') == '1' then ranks = KEYS[3] end
+        return {meta, redis.call('ZREVRANGE', ranks, ARGV[1], ARGV[2], 'WITHSCORES')}
         ",
     )
 });
 
 /// Reads positions `start..start + count` of the contest's sorted set with
-/// its meta, in one script (one atomic step). `None`: Redis has no such contest.
+/// its meta, in one script (one atomic step); `count` 0 reads the meta
+/// alone. `None`: Redis has no such contest.
 pub async fn read_live_chunk(
     connection: &mut HotConnection,
     contest: &ContestId,
@@ -50,12 +53,14 @@ pub async fn read_live_chunk(
     count: usize,
 ) -> Result<Option<LiveChunk>, ReadError> {
     let stop = (start + count) as isize - 1;
+    let [ranks, other_ranks] = contest_ranks_keys(contest);
     let (meta, rows): (
         std::collections::HashMap<String, String>,
         Vec<(String, f64)>,
     ) = READ_CHUNK
         .key(contest_meta_key(contest))
-        .key(contest_ranks_key(contest))
+        .key(ranks)
+        .key(other_ranks)
         .arg(start)
         .arg(stop.max(start as isize - 1))
         .invoke_async(connection)
@@ -117,8 +122,12 @@ static REPAIR_CHUNK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::n
         r"
         if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
         local removed = tonumber(ARGV[2])
-        for i = 3, 2 + removed do redis.call('ZREM', KEYS[2], ARGV[i]) end
-        for i = 3 + removed, #ARGV, 2 do redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i]) end
+        -- both sorted sets: the one readers read, and the one a large
+        -- contest's next refresh switches to
+        for k = 2, 3 do
+            for i = 3, 2 + removed do redis.call('ZREM', KEYS[k], ARGV[i]) end
+            for i = 3 + removed, #ARGV, 2 do redis.call('ZADD', KEYS[k], ARGV[i + 1], ARGV[i]) end
+        end
         return 1
         ",
     )
@@ -151,7 +160,7 @@ pub async fn repair(
     repair: &Repair,
 ) -> RedisResult<bool> {
     let meta = contest_meta_key(contest);
-    let ranks = contest_ranks_key(contest);
+    let [ranks, other_ranks] = contest_ranks_keys(contest);
     let version_text = version.to_string();
     let mut removals = repair.remove.chunks(RECONCILE_CHUNK);
     let mut additions = repair.points.chunks(RECONCILE_CHUNK);
@@ -162,7 +171,11 @@ pub async fn repair(
         }
         let remove = remove.unwrap_or_default();
         let mut invocation = REPAIR_CHUNK.key(&meta);
-        invocation.key(&ranks).arg(&version_text).arg(remove.len());
+        invocation
+            .key(&ranks)
+            .key(&other_ranks)
+            .arg(&version_text)
+            .arg(remove.len());
         for member in remove {
             invocation.arg(member);
         }

@@ -10,6 +10,7 @@ use leaderboard_core::ids::{ContestId, EntryId, MatchId, UserId};
 use leaderboard_core::points::{PlayerPoints, TeamPoints};
 
 use crate::keys::*;
+use crate::refresh::Refreshes;
 
 /// The pub/sub message on a contest's channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,16 +52,63 @@ pub struct ContestUpdate {
     pub player_points: Vec<i32>,
     /// Histogram buckets that changed: (points, count), count 0 = gone.
     pub histogram: Vec<(TeamPoints, u64)>,
+    /// The contest's first [`TOP_ROWS`] rows at this version, in page order
+    /// (points descending, ties by entry id descending), kept in the meta so
+    /// that the first page is fresh with the version however large the
+    /// contest; `None` leaves the meta without them.
+    pub top: Option<Vec<TopRow>>,
     /// Replace every key of the contest (rebuild).
     pub full: bool,
+}
+
+/// One of a contest's top rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopRow {
+    pub entry_id: EntryId,
+    pub user_id: UserId,
+    pub points: TeamPoints,
+}
+
+impl TopRow {
+    /// The meta's `top`: `[[entry, user, half-points], …]`.
+    pub fn encode(rows: &[TopRow]) -> String {
+        let rows: Vec<(&str, &str, i64)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.entry_id.as_str(),
+                    row.user_id.as_str(),
+                    row.points.halves(),
+                )
+            })
+            .collect();
+        serde_json::to_string(&rows).expect("rows serialize")
+    }
+
+    /// The inverse of [`TopRow::encode`], every id and number validated.
+    pub fn decode(text: &str) -> Result<Vec<TopRow>, String> {
+        let rows: Vec<(String, String, i64)> =
+            serde_json::from_str(text).map_err(|error| error.to_string())?;
+        rows.into_iter()
+            .map(|(entry, user, halves)| {
+                Ok(TopRow {
+                    entry_id: EntryId::parse(&entry).map_err(|error| error.to_string())?,
+                    user_id: UserId::parse(&user).map_err(|error| error.to_string())?,
+                    points: TeamPoints(halves),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Writes the hot state with pipelines; one instance per writer task.
 #[derive(Clone)]
 pub struct HotWriter {
     connection: HotConnection,
-    /// From this many changed entries, a contest is refreshed in two steps:
-    /// histogram, version and notice first, then the sorted set in chunks.
+    /// From this many changed entries, a contest's sorted sets are refreshed
+    /// in the background (see [`crate::refresh`]): histogram, version, top
+    /// rows and notice are written at once, and the next ball does not wait
+    /// for the sorted set.
     pub large_contest: usize,
     /// How long a finished contest's keys stay (see [`HotWriter::retire`]);
     /// zero keeps them.
@@ -69,6 +117,7 @@ pub struct HotWriter {
     /// ([`ALIVE_KEY`] unless set): one per ingest replica, so that each
     /// notices a flush and rewrites what it owns.
     pub marker: String,
+    refreshes: Refreshes,
 }
 
 impl std::fmt::Debug for HotWriter {
@@ -119,6 +168,7 @@ impl HotWriter {
             large_contest,
             retention: std::time::Duration::ZERO,
             marker: ALIVE_KEY.to_owned(),
+            refreshes: Refreshes::default(),
         }
     }
 
@@ -147,6 +197,8 @@ impl HotWriter {
         contests: &[(ContestId, MatchId)],
         retention: std::time::Duration,
     ) -> RedisResult<()> {
+        self.refreshes
+            .finish(contests.iter().map(|(contest, _)| contest));
         if contests.is_empty() || retention.is_zero() {
             return Ok(());
         }
@@ -156,8 +208,10 @@ impl HotWriter {
         let mut matches = std::collections::BTreeSet::new();
         for (contest, match_id) in contests {
             let mut pipe = redis::pipe();
+            let [ranks, other_ranks] = contest_ranks_keys(contest);
             for key in [
-                contest_ranks_key(contest),
+                ranks,
+                other_ranks,
                 contest_histogram_key(contest),
                 contest_users_key(contest),
                 contest_teams_key(contest),
@@ -272,7 +326,9 @@ impl HotWriter {
             gaps: Vec::new(),
         };
         for update in contests {
-            let outcome = if update.ranks.len() >= self.large_contest {
+            let large =
+                update.ranks.len() >= self.large_contest || self.refreshes.has(&update.contest_id);
+            let outcome = if large {
                 self.write_large(update).await?
             } else {
                 self.write_small(update).await?
@@ -310,10 +366,18 @@ impl HotWriter {
     async fn write_small(&mut self, update: &ContestUpdate) -> RedisResult<Outcome> {
         let mut write = Guarded::new(contest_meta_key(&update.contest_id));
         if update.full {
-            clear_contest(&mut write, &update.contest_id);
+            clear_contest(&mut write, &update.contest_id, true);
         }
-        add_ranks(&mut write, update, &update.ranks);
+        // Both sorted sets: each then holds this version, whichever readers read.
+        for key in contest_ranks_keys(&update.contest_id) {
+            add_ranks(&mut write, &key, &update.ranks);
+        }
         add_summary(&mut write, update, true);
+        write.op(
+            "HDEL",
+            &contest_meta_key(&update.contest_id),
+            ["refresher".to_owned()],
+        );
         self.add_notice(&mut write, update);
         write
             .invocation(Guard::of(update))
@@ -322,18 +386,32 @@ impl HotWriter {
             .map(Outcome::from_reply)
     }
 
-    /// Histogram, version and notice first (ranks are exact from the histogram
-    /// at once), then the sorted set in chunks of [`ZADD_CHUNK`] × 4. The
-    /// first step is refused when Redis holds a newer version; each chunk is
-    /// written only while Redis still holds this one (a newer refresh has
-    /// begun otherwise, and it writes every member itself).
+    /// Histogram, version, top rows and notice at once (ranks are exact from
+    /// the histogram, the first page from the top rows); the moved entries
+    /// are then queued for the background refresh of the sorted sets, which
+    /// conflates them with later balls' (see [`crate::refresh`]). Refused
+    /// when Redis holds a newer version, or (for a change) not the one before.
     async fn write_large(&mut self, update: &ContestUpdate) -> RedisResult<Outcome> {
         let meta = contest_meta_key(&update.contest_id);
+        let refresh = self.refreshes.for_write(
+            &update.contest_id,
+            &update.match_id,
+            update.full,
+            &self.marker,
+        );
         let mut write = Guarded::new(meta.clone());
         if update.full {
-            clear_contest(&mut write, &update.contest_id);
+            // The sorted sets are kept: readers go on reading the one they
+            // read, at its version, until the refresh has rewritten the
+            // other in full and switches to it.
+            clear_contest(&mut write, &update.contest_id, false);
         }
         add_summary(&mut write, update, false);
+        write.op(
+            "HSET",
+            &meta,
+            ["refresher".to_owned(), refresh.token.clone()],
+        );
         self.add_notice(&mut write, update);
         let outcome = Outcome::from_reply(
             write
@@ -341,33 +419,11 @@ impl HotWriter {
                 .invoke_async(&mut self.connection)
                 .await?,
         );
-        if outcome != Outcome::Written {
-            return Ok(outcome);
+        if outcome == Outcome::Written {
+            self.refreshes
+                .queue(&refresh, update.version, &update.ranks, &self.connection);
         }
-        for chunk in update.ranks.chunks(ZADD_CHUNK * 4) {
-            let mut write = Guarded::new(meta.clone());
-            add_ranks(&mut write, update, chunk);
-            let applied: i64 = write
-                .invocation(Guard::Same(update.version))
-                .invoke_async(&mut self.connection)
-                .await?;
-            if applied != 1 {
-                return Ok(Outcome::Written);
-            }
-        }
-        // The sorted set now matches the version: pages may be served from it.
-        let mut write = Guarded::new(meta.clone());
-        write.op(
-            "HSET",
-            &meta,
-            ["ranks_version".to_owned(), update.version.to_string()],
-        );
-        self.add_notice(&mut write, update);
-        write
-            .invocation(Guard::Same(update.version))
-            .invoke_async::<i64>(&mut self.connection)
-            .await?;
-        Ok(Outcome::Written)
+        Ok(outcome)
     }
 
     fn add_notice(&self, write: &mut Guarded, update: &ContestUpdate) {
@@ -376,6 +432,20 @@ impl HotWriter {
             &contest_channel(&update.contest_id),
             [notice_json(update)],
         );
+    }
+
+    /// Waits until the sorted set readers read of `contest` holds `version`
+    /// or a later one: at once for a contest written whole in one script,
+    /// after the background refresh for a large one.
+    pub async fn ranks_caught_up(&self, contest: &ContestId, version: u64) {
+        self.refreshes.caught_up(contest, version).await;
+    }
+
+    /// Waits until the sorted sets of every contest this writer refreshes in
+    /// the background hold the latest version written: what a process that
+    /// writes contests and exits (a bulk load) waits for before it exits.
+    pub async fn settled(&self) {
+        self.refreshes.settled().await;
     }
 
     pub fn connection(&self) -> HotConnection {
@@ -421,9 +491,9 @@ const GUARDED_CHUNK: usize = 1_000;
 
 /// Runs a list of commands on the keys of one hash tag if the `version`
 /// field of `KEYS[1]` allows it: `ARGV[1]` is `not-older` (write unless
-/// Redis holds a newer version), `after` (a change on top of the previous
-/// version: write only if Redis holds exactly that one) or `same` (write only
-/// while it holds this one), `ARGV[2]` the update's version, then each
+/// Redis holds a newer version) or `after` (a change on top of the previous
+/// version: write only if Redis holds exactly that one), `ARGV[2]` the
+/// update's version, then each
 /// command as its name, the index of its key in `KEYS`, its argument count
 /// and its arguments. Returns 1 when it wrote, 0 when Redis holds a newer
 /// version (or this one, for `after`), -1 when a change finds an older
@@ -435,9 +505,7 @@ static GUARDED_WRITE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::
         -- A missing or unreadable version counts as none.
         local held = tonumber(redis.call('HGET', KEYS[1], 'version') or '') or -1
         local version = tonumber(ARGV[2])
-        if ARGV[1] == 'same' then
-            if held ~= version then return 0 end
-        elseif ARGV[1] == 'after' then
+        if ARGV[1] == 'after' then
             if held >= version then return 0 end
             if held ~= version - 1 then return -1 end
         elseif held > version then
@@ -461,8 +529,6 @@ enum Guard {
     NotOlder(u64),
     /// Only if Redis holds the version just before this one.
     After(u64),
-    /// Only while Redis holds exactly this version.
-    Same(u64),
 }
 
 impl Guard {
@@ -518,7 +584,6 @@ impl Guarded {
         match guard {
             Guard::NotOlder(version) => invocation.arg("not-older").arg(version),
             Guard::After(version) => invocation.arg("after").arg(version),
-            Guard::Same(version) => invocation.arg("same").arg(version),
         };
         for op in &self.ops {
             invocation.arg(op);
@@ -527,25 +592,29 @@ impl Guarded {
     }
 }
 
-fn clear_contest(write: &mut Guarded, contest: &ContestId) {
-    for key in [
-        contest_ranks_key(contest),
+/// Deletes the contest's keys before a full write; its sorted sets too
+/// when `with_ranks`.
+fn clear_contest(write: &mut Guarded, contest: &ContestId, with_ranks: bool) {
+    let mut keys = vec![
         contest_histogram_key(contest),
         contest_users_key(contest),
         contest_teams_key(contest),
-    ] {
+    ];
+    if with_ranks {
+        keys.extend(contest_ranks_keys(contest));
+    }
+    for key in keys {
         write.op("DEL", &key, Vec::<String>::new());
     }
 }
 
-fn add_ranks(write: &mut Guarded, update: &ContestUpdate, ranks: &[(EntryId, TeamPoints)]) {
-    let key = contest_ranks_key(&update.contest_id);
+fn add_ranks(write: &mut Guarded, key: &str, ranks: &[(EntryId, TeamPoints)]) {
     for members in ranks.chunks(GUARDED_CHUNK) {
         let scored: Vec<String> = members
             .iter()
             .flat_map(|(e, p)| [p.as_f64().to_string(), e.to_string()])
             .collect();
-        write.op("ZADD", &key, scored);
+        write.op("ZADD", key, scored);
     }
 }
 
@@ -623,7 +692,12 @@ fn add_summary(write: &mut Guarded, update: &ContestUpdate, sorted_set_done: boo
     if sorted_set_done {
         meta.extend(["ranks_version".to_owned(), update.version.to_string()]);
     }
-    write.op("HSET", &contest_meta_key(contest), meta);
+    let meta_key = contest_meta_key(contest);
+    match &update.top {
+        Some(top) => meta.extend(["top".to_owned(), TopRow::encode(top)]),
+        None => write.op("HDEL", &meta_key, ["top".to_owned()]),
+    }
+    write.op("HSET", &meta_key, meta);
 }
 
 fn notice_json(update: &ContestUpdate) -> String {
@@ -634,4 +708,30 @@ fn notice_json(update: &ContestUpdate) -> String {
         total: update.total,
     };
     serde_json::to_string(&notice).expect("notices serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_rows_round_trip_and_foreign_ones_are_refused() {
+        let rows = vec![TopRow {
+            entry_id: EntryId::parse("e1").unwrap(),
+            user_id: UserId::parse("u1").unwrap(),
+            points: TeamPoints(247),
+        }];
+        let text = TopRow::encode(&rows);
+        assert_eq!(text, r#"[["e1","u1",247]]"#);
+        assert_eq!(TopRow::decode(&text).unwrap(), rows);
+        assert!(
+            TopRow::decode(r#"[["e 1","u1",4]]"#).is_err(),
+            "bad entry id"
+        );
+        assert!(
+            TopRow::decode(r#"[["e1","u1",4.5]]"#).is_err(),
+            "not half-points"
+        );
+        assert!(TopRow::decode("not json").is_err());
+    }
 }

@@ -37,6 +37,7 @@ fn contest_update(contest: &str, points: &[TeamPoints], version: u64) -> Contest
         teams: Vec::new(),
         squad: Vec::new(),
         player_points: Vec::new(),
+        top: None,
         full: true,
     }
 }
@@ -55,6 +56,8 @@ async fn pages_carry_competition_ranks_in_small_and_large_mode() {
         let update = contest_update(contest, &points, 7);
         writer.write(&[], &[update]).await.unwrap();
         let contest_id = ContestId::parse(contest).unwrap();
+        // A large contest's sorted set is refreshed in the background.
+        writer.ranks_caught_up(&contest_id, 7).await;
         let mut connection = writer.connection();
         let mut seen = 0;
         for offset in (0..points.len()).step_by(200) {
@@ -150,6 +153,7 @@ async fn an_update_older_than_redis_holds_changes_nothing_in_small_and_large_mod
         let newer = contest_update(contest, &[TeamPoints(9), TeamPoints(4), TeamPoints(4)], 5);
         let written = writer.write(&[], &[newer]).await.unwrap();
         assert_eq!(written.refused_stale, 0);
+        writer.ranks_caught_up(&contest_id, 5).await;
         // A replica rebuilding from an older snapshot writes version 3, in full.
         let older = contest_update(contest, &[TeamPoints(1)], 3);
         let written = writer.write(&[], &[older]).await.unwrap();
@@ -168,6 +172,7 @@ async fn an_update_older_than_redis_holds_changes_nothing_in_small_and_large_mod
         // The same version again is written (a rebuild repairing a refresh).
         let again = contest_update(contest, &[TeamPoints(2), TeamPoints(2)], 5);
         assert_eq!(writer.write(&[], &[again]).await.unwrap().refused_stale, 0);
+        writer.ranks_caught_up(&contest_id, 5).await;
         let page = hot::read_page(&mut connection, &contest_id, 0, 10)
             .await
             .unwrap()
@@ -220,6 +225,78 @@ async fn an_update_older_than_redis_holds_changes_nothing_in_small_and_large_mod
     assert_eq!(points, Some(40));
 }
 
+/// A rebuild of a large contest (a full write, as a restarted replica makes)
+/// keeps its deep pages at the version they were ranked at until the refresh
+/// has rewritten the other sorted set: their version never goes back, and
+/// their rows always agree with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_never_moves_deep_pages_back() {
+    let redis = Redis::start();
+    let contest_id = ContestId::parse("rebuilt").unwrap();
+    let before: Vec<TeamPoints> = (0..20_000).map(|i| TeamPoints(i % 500)).collect();
+    let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 1);
+    writer
+        .write(&[], &[contest_update("rebuilt", &before, 5)])
+        .await
+        .unwrap();
+    writer.ranks_caught_up(&contest_id, 5).await;
+
+    let rebuilt: Vec<TeamPoints> = (0..20_000).map(|i| TeamPoints((i * 7) % 300)).collect();
+    let mut restarted = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 1);
+    restarted
+        .write(&[], &[contest_update("rebuilt", &rebuilt, 6)])
+        .await
+        .unwrap();
+    let mut connection = restarted.connection();
+    let page = hot::read_page(&mut connection, &contest_id, 12_000, 50)
+        .await
+        .unwrap()
+        .unwrap();
+    let at = match page.ranks_version {
+        5 => &before,
+        6 => &rebuilt,
+        other => panic!("deep pages went back to version {other} during the rebuild"),
+    };
+    assert_eq!(page.entries.len(), 50);
+    for row in &page.entries {
+        let index: usize = row.entry_id[1..].parse().unwrap();
+        assert_eq!(
+            row.points, at[index],
+            "{} at {}",
+            row.entry_id, page.ranks_version
+        );
+    }
+
+    restarted.ranks_caught_up(&contest_id, 6).await;
+    let all_rows = |connection: hot::HotConnection| {
+        let contest_id = contest_id.clone();
+        async move {
+            let mut connection = connection;
+            let mut versions = std::collections::BTreeSet::new();
+            let mut points = Vec::new();
+            for offset in (0..20_000).step_by(1_000) {
+                let page = hot::read_page(&mut connection, &contest_id, offset, 1_000)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                versions.insert(page.ranks_version);
+                points.extend(page.entries.iter().map(|row| row.points));
+            }
+            assert_eq!(versions.len(), 1, "one version throughout: {versions:?}");
+            (versions.pop_first().unwrap(), points)
+        }
+    };
+    let mut sorted = rebuilt.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(all_rows(restarted.connection()).await, (6, sorted.clone()));
+    // The next ball moves readers to the other set, rewritten in full too.
+    let mut change = contest_update("rebuilt", &rebuilt, 7);
+    change.full = false;
+    restarted.write(&[], &[change]).await.unwrap();
+    restarted.ranks_caught_up(&contest_id, 7).await;
+    assert_eq!(all_rows(restarted.connection()).await, (7, sorted));
+}
+
 /// The recompute reads the live version alone with an empty chunk: that must
 /// not read the whole sorted set (at 10M members it timed out the connection).
 #[tokio::test(flavor = "multi_thread")]
@@ -232,6 +309,7 @@ async fn a_live_chunk_holds_exactly_the_positions_asked_for() {
         .await
         .unwrap();
     let contest = ContestId::parse("chunks").unwrap();
+    writer.ranks_caught_up(&contest, 3).await;
     let mut connection = writer.connection();
     let chunk = |start, count| {
         let mut connection = connection.clone();

@@ -11,7 +11,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use leaderboard_hot::HotConnection;
 use moka::future::Cache;
-use redis::AsyncCommands;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -31,9 +30,11 @@ use crate::metrics;
 static ROUND_TRIP_RANK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-        local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+        local ranks = KEYS[1]
+        if redis.call('HGET', KEYS[3], 'ranks_buffer') == '1' then ranks = KEYS[4] end
+        local score = redis.call('ZSCORE', ranks, ARGV[1])
         if not score then return {false, 0, false, false, false} end
-        local above = redis.call('ZCOUNT', KEYS[1], '(' .. score, '+inf')
+        local above = redis.call('ZCOUNT', ranks, '(' .. score, '+inf')
         local user = redis.call('HGET', KEYS[2], ARGV[1])
         local meta = redis.call('HMGET', KEYS[3], 'version', 'total')
         return {score, above, user, meta[1], meta[2]}
@@ -93,6 +94,14 @@ pub struct NodeCache {
     backend_reads: Arc<AtomicU64>,
     /// The channels this node follows on a cluster (see [`follow_notices`]).
     followed: Arc<Followed>,
+    /// Contests whose teams this node loaded (or is loading) in bulk.
+    preloads: Arc<std::sync::Mutex<std::collections::HashSet<ContestId>>>,
+    /// Teams loaded in bulk so far.
+    teams_preloaded: Arc<AtomicU64>,
+    /// From this many entries, a contest's first read on this node loads all
+    /// its teams in the background ([`TeamCache::preload`]); smaller ones are
+    /// read entry by entry as they are asked for. 0: never.
+    preload_from: u64,
 }
 
 /// On a Redis Cluster notices are sharded: a node cannot follow them all by
@@ -154,11 +163,12 @@ impl NodeCache {
                 .build(),
             store: None,
             backend_reads: Arc::new(AtomicU64::new(0)),
+            preloads: Default::default(),
+            teams_preloaded: Arc::new(AtomicU64::new(0)),
+            preload_from: 1_000,
         }
     }
 
-    /// Answers contests that are not in Redis from the store's latest rank
-    /// snapshot.
     /// The node's Redis connection (shared, multiplexed).
     pub fn connection(&self) -> HotConnection {
         self.connection.clone()
@@ -169,6 +179,14 @@ impl NodeCache {
         self.store.clone()
     }
 
+    /// See [`NodeCache::preload_from`]: 0 turns the bulk team load off.
+    pub fn with_preload_from(mut self, entries: u64) -> NodeCache {
+        self.preload_from = entries;
+        self
+    }
+
+    /// Answers contests that are not in Redis from the store's latest rank
+    /// snapshot.
     pub fn with_store(mut self, store: SharedStore) -> NodeCache {
         self.store = Some(store);
         self
@@ -215,8 +233,68 @@ impl NodeCache {
                     Err(error) => Err(ReadError::Backend(error.to_string())),
                 }
             }
-            other => other.map(Arc::new),
+            Ok(snapshot) => {
+                self.start_preload(&snapshot);
+                Ok(Arc::new(snapshot))
+            }
+            Err(error) => Err(error),
         }
+    }
+
+    /// Starts the bulk load of a large contest's teams, once per node and
+    /// contest (again after a failure), when the team cache can hold them.
+    fn start_preload(&self, snapshot: &ContestSnapshot) {
+        if self.preload_from == 0
+            || snapshot.total < self.preload_from
+            || snapshot.total > self.entries.capacity() / 2
+        {
+            return;
+        }
+        let contest_id = snapshot.contest_id.clone();
+        if !self
+            .preloads
+            .lock()
+            .expect("not poisoned")
+            .insert(contest_id.clone())
+        {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match cache
+                .entries
+                .preload(&contest_id, || {
+                    metrics::BACKEND_READS
+                        .with_label_values(&["team_pages"])
+                        .inc();
+                })
+                .await
+            {
+                Ok(loaded) => {
+                    cache.teams_preloaded.fetch_add(loaded, Ordering::Relaxed);
+                    tracing::info!(
+                        contest = %contest_id,
+                        loaded,
+                        millis = started.elapsed().as_millis() as u64,
+                        "teams loaded in bulk"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(contest = %contest_id, %error, "bulk team load failed; entries are read one by one");
+                    cache
+                        .preloads
+                        .lock()
+                        .expect("not poisoned")
+                        .remove(&contest_id);
+                }
+            }
+        });
+    }
+
+    /// Teams this node has loaded in bulk so far.
+    pub fn teams_preloaded(&self) -> u64 {
+        self.teams_preloaded.load(Ordering::Relaxed)
     }
 
     /// An entry's position and row in the stored snapshot `snapshot` reads from.
@@ -259,16 +337,24 @@ impl NodeCache {
             .await
     }
 
-    /// A page of the sorted set, as of the contest's `ranks_version`.
+    /// A page at the contest's version when its top rows cover it (the
+    /// first page of a large contest is fresh every ball), otherwise of the
+    /// sorted set, as of the contest's `ranks_version`.
     pub async fn page(
         &self,
         snapshot: &ContestSnapshot,
         offset: usize,
         limit: usize,
     ) -> Result<Arc<RenderedPage>, ReadError> {
+        let top = snapshot.top_page(offset, limit);
         let key = (
             snapshot.contest_id.clone(),
-            snapshot.ranks_version,
+            // The same rows either way at the same version.
+            if top.is_some() {
+                snapshot.version
+            } else {
+                snapshot.ranks_version
+            },
             snapshot.stored_info().is_some(),
             offset,
             limit,
@@ -307,6 +393,17 @@ impl NodeCache {
                     };
                     return Ok(Arc::new(RenderedPage::render(&page, snapshot)));
                 }
+                if let Some(entries) = top {
+                    let page = HotPage {
+                        contest_id: snapshot.contest_id.to_string(),
+                        match_id: snapshot.match_id.clone(),
+                        version: snapshot.version,
+                        ranks_version: snapshot.version,
+                        total: snapshot.total,
+                        entries,
+                    };
+                    return Ok(Arc::new(RenderedPage::render(&page, snapshot)));
+                }
                 self.count_read("page");
                 let mut connection = self.connection.clone();
                 let page = hot::read_page(&mut connection, &snapshot.contest_id, offset, limit)
@@ -314,6 +411,12 @@ impl NodeCache {
                     .ok_or_else(|| {
                         ReadError::NotFound(format!("contest `{}` is unknown", snapshot.contest_id))
                     })?;
+                if page.ranks_version > snapshot.ranks_version {
+                    // The sets switched after the snapshot was read and its
+                    // notice is on the way: drop the snapshot now, so that a
+                    // reader's next page is not one cached at the older version.
+                    self.contests.invalidate(&snapshot.contest_id).await;
+                }
                 Ok(Arc::new(RenderedPage::render(&page, snapshot)))
             })
             .await
@@ -338,12 +441,12 @@ impl NodeCache {
             .try_get_with(key, async {
                 self.count_read("position");
                 let mut connection = self.connection.clone();
-                let position: Option<u64> = connection
-                    .zrevrank(
-                        hot::contest_ranks_key(&snapshot.contest_id),
-                        entry_id.as_str(),
-                    )
-                    .await?;
+                // Of the sorted set readers read now: right after the sets
+                // switched, of a newer version than the snapshot's, until the
+                // switch's notice drops the snapshot.
+                let (_, position) =
+                    hot::read_position(&mut connection, &snapshot.contest_id, entry_id.as_str())
+                        .await?;
                 position.ok_or_else(|| {
                     ReadError::NotFound(format!(
                         "entry `{entry_id}` is not in contest `{}`",
@@ -396,6 +499,7 @@ impl NodeCache {
             .key(hot::contest_ranks_key(contest_id))
             .key(hot::contest_users_key(contest_id))
             .key(hot::contest_meta_key(contest_id))
+            .key(hot::contest_ranks_keys(contest_id)[1].clone())
             .arg(entry_id.as_str())
             .invoke_async(&mut connection)
             .await?;

@@ -57,6 +57,12 @@ pub struct ServeOptions {
     /// one per core, 1 serves on the main runtime.
     #[arg(long, env = "HTTP_THREADS", default_value_t = 0)]
     pub http_threads: usize,
+    /// From this many entries, a contest's first read on a node loads all
+    /// of its teams in bulk in the background, so that a cold node answers
+    /// my-rank as fast as a warm one; smaller contests are read entry by
+    /// entry. 0 turns the bulk load off.
+    #[arg(long, env = "PRELOAD_TEAMS_FROM", default_value_t = 1000)]
+    pub preload_teams_from: u64,
     #[command(flatten)]
     pub connections: http::ConnectionArgs,
     #[command(flatten)]
@@ -76,6 +82,7 @@ impl Default for ServeOptions {
             rate_max_clients: 1_000_000,
             max_staleness_ms: 5000,
             http_threads: 1,
+            preload_teams_from: 1000,
             connections: http::ConnectionArgs::default(),
             admin: leaderboard_service::config::AdminArgs::default(),
             per_request_redis: false,
@@ -270,7 +277,8 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot open the durable store `{store}`"))?;
     let cache = NodeCache::new(connection, Duration::from_millis(options.max_staleness_ms))
-        .with_store(store.clone());
+        .with_store(store.clone())
+        .with_preload_from(options.preload_teams_from);
     let app = app(cache.clone(), redis_url, Some(store), &options)?;
     let address = listener.local_addr()?;
     let threads = match options.http_threads {

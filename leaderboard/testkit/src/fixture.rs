@@ -1,6 +1,7 @@
 //! A contest in a real Redis, written by the real pipeline without Kafka:
-//! 3,000 entries over 13 players (many ties) and balls played on demand, each
-//! moving the contest's version and publishing its notice.
+//! 3,000 entries (or as many as asked) over 13 players (many ties) and balls
+//! played on demand, each moving the contest's version and publishing its
+//! notice.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,12 +40,17 @@ pub fn message(topic: &str, offset: i64, key: &str, payload: Vec<u8>) -> Incomin
 /// A contest over a 22-player squad, entries drawn from 13 players only so
 /// that many teams tie.
 pub fn contest_messages() -> (ContestRecord, Vec<EntryRecord>) {
+    contest_messages_of(ENTRIES)
+}
+
+/// [`contest_messages`] with `count` entries.
+pub fn contest_messages_of(count: usize) -> (ContestRecord, Vec<EntryRecord>) {
     let record = ContestRecord {
         v: 1,
         contest_id: ContestId::parse("c1").unwrap(),
         match_id: MatchId::parse("m1").unwrap(),
         name: "Mega".into(),
-        max_entries: 1_000_000,
+        max_entries: count.max(1_000_000) as u64,
         squad: squad(),
     };
     let pool: Vec<String> = (0..7)
@@ -52,7 +58,7 @@ pub fn contest_messages() -> (ContestRecord, Vec<EntryRecord>) {
         .chain((0..6).map(|i| format!("b{i}")))
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-    let entries = (0..ENTRIES)
+    let entries = (0..count)
         .map(|n| {
             let mut pick = pool.clone();
             pick.shuffle(&mut rng);
@@ -83,10 +89,19 @@ pub struct Fixture {
     pub writer: HotWriter,
     pub entries: Vec<EntryRecord>,
     pub seq: u64,
+    /// Whether each write waits for the background refresh of the sorted
+    /// sets (so that deep pages are at the version just written).
+    pub wait_for_ranks: bool,
 }
 
 impl Fixture {
     pub async fn new() -> Fixture {
+        Fixture::of(ENTRIES).await
+    }
+
+    /// The fixture's contest with `count` entries, its sorted sets refreshed
+    /// in the background from 1,000 entries (as ingest does from 50,000).
+    pub async fn of(count: usize) -> Fixture {
         let redis = Redis::start();
         let writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 1_000);
         let mut fixture = Fixture {
@@ -95,8 +110,9 @@ impl Fixture {
             writer,
             entries: Vec::new(),
             seq: 0,
+            wait_for_ranks: true,
         };
-        let (record, entries) = contest_messages();
+        let (record, entries) = contest_messages_of(count);
         fixture
             .handle(
                 topics::CONTEST_ENTRIES,
@@ -117,6 +133,8 @@ impl Fixture {
         )
         .unwrap();
         fixture.handle(topics::MATCH_EVENTS, lineup).await;
+        // Thirty balls, the sorted sets waited for once at the end.
+        fixture.wait_for_ranks = false;
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         for _ in 0..30 {
             let batter = format!("a{}", rng.random_range(0..7));
@@ -125,6 +143,14 @@ impl Fixture {
                 .next_ball(&batter, &bowler, rng.random_range(0..7))
                 .await;
         }
+        fixture
+            .writer
+            .ranks_caught_up(
+                &ContestId::parse("c1").unwrap(),
+                fixture.writer_version().await,
+            )
+            .await;
+        fixture.wait_for_ranks = true;
         fixture
     }
 
@@ -139,6 +165,19 @@ impl Fixture {
             .write(&effects.matches, &effects.contests)
             .await
             .unwrap();
+        if self.wait_for_ranks {
+            self.caught_up(&effects.contests).await;
+        }
+    }
+
+    /// Waits for the background refresh of the contests' sorted sets, so that
+    /// deep pages are at the version just written.
+    pub async fn caught_up(&self, contests: &[hot::ContestUpdate]) {
+        for contest in contests {
+            self.writer
+                .ranks_caught_up(&contest.contest_id, contest.version)
+                .await;
+        }
     }
 
     pub async fn next_ball(&mut self, batter: &str, bowler: &str, runs: u32) {
@@ -168,11 +207,27 @@ impl Fixture {
         let (matches, contests) = self.pipeline.full_refresh();
         for _ in 0..100 {
             if self.writer.write(&matches, &contests).await.is_ok() {
+                self.caught_up(&contests).await;
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         panic!("Redis did not come back");
+    }
+
+    /// Every entry's index in page order, by brute force: points descending,
+    /// ties by entry id descending (as the sorted sets order them).
+    pub fn page_order(&self) -> Vec<usize> {
+        let contest = self
+            .pipeline
+            .contest(&ContestId::parse("c1").unwrap())
+            .unwrap();
+        let mut order: Vec<usize> = (0..contest.points.len()).collect();
+        order.sort_unstable_by(|a, b| {
+            (contest.points[*b], &contest.entries[*b].entry_id)
+                .cmp(&(contest.points[*a], &contest.entries[*a].entry_id))
+        });
+        order
     }
 
     /// (points, rank) of every entry by brute force from the domain core.

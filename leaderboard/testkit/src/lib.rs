@@ -678,7 +678,8 @@ pub async fn serve_api(
     let mut cache = leaderboard::api::cache::NodeCache::new(
         leaderboard_hot::connect(redis_url).await.unwrap(),
         Duration::from_secs(60),
-    );
+    )
+    .with_preload_from(options.preload_teams_from);
     if let Some(store) = &store {
         cache = cache.with_store(store.clone());
     }

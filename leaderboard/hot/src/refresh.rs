@@ -1,0 +1,516 @@
+//! The background refresh of a large contest's sorted sets, conflated, so
+//! that no ball waits for the previous ball's sorted-set writes.
+//!
+//! A contest has two sorted sets ([`contest_ranks_keys`]). Readers read the
+//! one the meta's `ranks_buffer` names, and it holds exactly the version the
+//! meta's `ranks_version` names; nobody writes it while it is read. A ball's
+//! summary (version, histogram, player points, top rows, notice) is written at
+//! once by [`crate::HotWriter`]; the entries whose points moved are then
+//! queued here for *both* sets (the latest points of an entry win, so queued
+//! balls conflate). The refresh task writes what the other set lacks into it,
+//! then switches the two in one script and publishes the contest's notice:
+//! deep pages move from one whole version to a later whole version, never
+//! through a half-written one, and never backwards.
+//!
+//! Every script checks the meta's `refresher` token: a writer that rewrote
+//! the contest in full (or another replica that took it over) sets its own,
+//! and a refresh of the old token then changes nothing and stops.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::RedisResult;
+use tokio::sync::Notify;
+
+use leaderboard_core::ids::{ContestId, EntryId, MatchId};
+use leaderboard_core::points::TeamPoints;
+
+use crate::connection::publish_command;
+use crate::keys::*;
+use crate::HotConnection;
+
+/// Members written per script into the set readers do not read.
+const REFRESH_CHUNK: usize = ZADD_CHUNK * 4;
+
+/// This process among the writers that ever refreshed a contest: its id and
+/// start time, so two processes with the same marker never share a token.
+static PROCESS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!("{}-{started}", std::process::id())
+});
+
+/// The large contests one writer refreshes, shared by its clones.
+#[derive(Clone, Default)]
+pub(crate) struct Refreshes {
+    contests: Arc<Mutex<HashMap<ContestId, Arc<Refresh>>>>,
+    epoch: Arc<AtomicU64>,
+}
+
+/// One contest's refresh: what each sorted set lacks, and the task's wake-up.
+pub(crate) struct Refresh {
+    contest: ContestId,
+    match_id: MatchId,
+    /// The meta's `refresher` while this refresh owns the contest's sets.
+    pub(crate) token: String,
+    state: Mutex<Lacking>,
+    wake: Notify,
+    /// The version the set readers read holds; `u64::MAX` once this
+    /// refresh stopped.
+    caught_up: tokio::sync::watch::Sender<u64>,
+}
+
+struct Lacking {
+    /// The latest version whose summary is in Redis and whose moves are queued.
+    version: u64,
+    /// The version the set readers read holds. The other set is written
+    /// only once a later version is queued: each switch then moves readers
+    /// to the newest version queued, and no ball waits for a write that
+    /// only brings the other set level.
+    active_version: u64,
+    /// Per sorted set: entries whose points it does not hold yet.
+    entries: [HashMap<EntryId, TeamPoints>; 2],
+    /// The set readers read; unknown (`None`) until this refresh's first
+    /// script reads it (and, when it began on a change rather than a full
+    /// write, copies that set into the other).
+    active: Option<usize>,
+    /// Whether the first script copies the set readers read into the other:
+    /// a refresh that began on a change knows only the moves, not the rest.
+    copy_first: bool,
+    /// Per sorted set: empty it before its next write, because a full write
+    /// queued every entry and the set may hold members the contest no longer
+    /// has. The set readers read is kept until then, so deep pages stay at
+    /// their version during a rebuild instead of going back to none.
+    replace: [bool; 2],
+    stopped: bool,
+    /// The contest finished: stop once nothing is lacking.
+    finishing: bool,
+}
+
+impl Refreshes {
+    /// Whether this writer refreshes `contest` in the background.
+    pub(crate) fn has(&self, contest: &ContestId) -> bool {
+        self.lock().contains_key(contest)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContestId, Arc<Refresh>>> {
+        self.contests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The refresh a write of `contest` belongs to: a new one (and token)
+    /// for a full write or a contest this writer has not refreshed yet,
+    /// otherwise the running one. Nothing runs before [`Refreshes::queue`].
+    pub(crate) fn for_write(
+        &self,
+        contest: &ContestId,
+        match_id: &MatchId,
+        full: bool,
+        marker: &str,
+    ) -> Arc<Refresh> {
+        if !full {
+            if let Some(running) = self.lock().get(contest) {
+                return running.clone();
+            }
+        }
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
+        let process = &*PROCESS;
+        Arc::new(Refresh {
+            contest: contest.clone(),
+            match_id: match_id.clone(),
+            token: format!("{marker}:{process}:{epoch}"),
+            state: Mutex::new(Lacking {
+                version: 0,
+                active_version: 0,
+                entries: [HashMap::new(), HashMap::new()],
+                active: None,
+                copy_first: !full,
+                replace: [full; 2],
+                stopped: false,
+                finishing: false,
+            }),
+            wake: Notify::new(),
+            caught_up: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Queues the moves of `version` (its summary is written) for both
+    /// sorted sets, and starts the refresh's task if it is new.
+    pub(crate) fn queue(
+        &self,
+        refresh: &Arc<Refresh>,
+        version: u64,
+        moves: &[(EntryId, TeamPoints)],
+        connection: &HotConnection,
+    ) {
+        {
+            let mut lacking = refresh.lock();
+            lacking.version = lacking.version.max(version);
+            for entries in &mut lacking.entries {
+                entries.reserve(moves.len());
+                for (entry, points) in moves {
+                    entries.insert(entry.clone(), *points);
+                }
+            }
+        }
+        let replaced = {
+            let mut contests = self.lock();
+            match contests.get(&refresh.contest) {
+                Some(running) if Arc::ptr_eq(running, refresh) => None,
+                _ => {
+                    let old = contests.insert(refresh.contest.clone(), refresh.clone());
+                    tokio::spawn(run(
+                        refresh.clone(),
+                        connection.clone(),
+                        self.contests.clone(),
+                    ));
+                    old
+                }
+            }
+        };
+        if let Some(old) = replaced {
+            old.lock().stopped = true;
+            old.wake.notify_one();
+        }
+        refresh.wake.notify_one();
+    }
+
+    /// Waits until the set readers read holds `version` or a later one (or
+    /// this writer does not refresh `contest`).
+    pub(crate) async fn caught_up(&self, contest: &ContestId, version: u64) {
+        let Some(refresh) = self.lock().get(contest).cloned() else {
+            return;
+        };
+        let mut caught_up = refresh.caught_up.subscribe();
+        let _ = caught_up.wait_for(|held| *held >= version).await;
+    }
+
+    /// Waits until every contest this writer refreshes has the set readers
+    /// read at the latest version queued (or its refresh stopped).
+    pub(crate) async fn settled(&self) {
+        let queued: Vec<(Arc<Refresh>, u64)> = self
+            .lock()
+            .values()
+            .map(|refresh| (refresh.clone(), refresh.lock().version))
+            .collect();
+        for (refresh, version) in queued {
+            let mut caught_up = refresh.caught_up.subscribe();
+            let _ = caught_up.wait_for(|held| *held >= version).await;
+        }
+    }
+
+    /// The contests finished: their refreshes end once nothing is lacking.
+    pub(crate) fn finish<'a>(&self, contests: impl IntoIterator<Item = &'a ContestId>) {
+        let contests_held = self.lock();
+        for contest in contests {
+            if let Some(refresh) = contests_held.get(contest) {
+                refresh.lock().finishing = true;
+                refresh.wake.notify_one();
+            }
+        }
+    }
+}
+
+impl Refresh {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lacking> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the task does next.
+enum Step {
+    Wait,
+    Stop,
+    /// Learn (and for a refresh begun on a change, copy) the set readers read.
+    Start {
+        copy: bool,
+    },
+    Write {
+        target: usize,
+        entries: HashMap<EntryId, TeamPoints>,
+        version: u64,
+        replace: bool,
+    },
+}
+
+/// The refresh task: waits for queued moves, writes them into the set
+/// readers do not read, switches the sets, and again until neither lacks
+/// anything; stops when its token is no longer the contest's.
+async fn run(
+    refresh: Arc<Refresh>,
+    mut connection: HotConnection,
+    registry: Arc<Mutex<HashMap<ContestId, Arc<Refresh>>>>,
+) {
+    let keys = contest_ranks_keys(&refresh.contest);
+    let meta = contest_meta_key(&refresh.contest);
+    let mut failures = 0_u32;
+    loop {
+        let step = {
+            let mut lacking = refresh.lock();
+            if lacking.stopped {
+                Step::Stop
+            } else {
+                match lacking.active {
+                    None => Step::Start {
+                        copy: lacking.copy_first,
+                    },
+                    Some(active) => {
+                        if lacking.version > lacking.active_version {
+                            let target = 1 - active;
+                            Step::Write {
+                                target,
+                                entries: std::mem::take(&mut lacking.entries[target]),
+                                version: lacking.version,
+                                replace: std::mem::take(&mut lacking.replace[target]),
+                            }
+                        } else if lacking.finishing {
+                            Step::Stop
+                        } else {
+                            Step::Wait
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = match step {
+            Step::Stop => break,
+            Step::Wait => {
+                refresh.wake.notified().await;
+                continue;
+            }
+            Step::Start { copy } => start(&mut connection, &meta, &keys, &refresh.token, copy)
+                .await
+                .map(|active| {
+                    if let Some(active) = active {
+                        refresh.lock().active = Some(active);
+                    }
+                    active.is_some()
+                }),
+            Step::Write {
+                target,
+                entries,
+                version,
+                replace,
+            } => {
+                let started = Instant::now();
+                let members = entries.len();
+                let written = write_and_switch(
+                    &mut connection,
+                    &refresh,
+                    &keys,
+                    (target, replace),
+                    &entries,
+                    version,
+                )
+                .await;
+                match written {
+                    Ok(Some(switched)) => {
+                        let mut lacking = refresh.lock();
+                        if switched {
+                            lacking.active = Some(target);
+                        }
+                        lacking.active_version = lacking.active_version.max(version);
+                        drop(lacking);
+                        refresh.caught_up.send_replace(version);
+                        tracing::debug!(
+                            contest = %refresh.contest,
+                            version,
+                            members,
+                            switched,
+                            millis = started.elapsed().as_millis() as u64,
+                            "sorted-set refresh written"
+                        );
+                        Ok(true)
+                    }
+                    other => {
+                        // Not written: what the set lacks is lacking still,
+                        // unless a later move of the same entry is queued.
+                        let mut lacking = refresh.lock();
+                        lacking.replace[target] |= replace;
+                        let queued = &mut lacking.entries[target];
+                        for (entry, points) in entries {
+                            queued.entry(entry).or_insert(points);
+                        }
+                        other.map(|written| written.is_some())
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(true) => failures = 0,
+            Ok(false) => {
+                tracing::info!(
+                    contest = %refresh.contest,
+                    "another write owns the contest's sorted sets now: refresh stopped"
+                );
+                break;
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(contest = %refresh.contest, %error, failures, "sorted-set refresh failed; retrying");
+                let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = refresh.wake.notified() => {}
+                }
+            }
+        }
+    }
+    refresh.lock().stopped = true;
+    refresh.caught_up.send_replace(u64::MAX);
+    let mut contests = registry.lock().unwrap_or_else(|e| e.into_inner());
+    if contests
+        .get(&refresh.contest)
+        .is_some_and(|running| Arc::ptr_eq(running, &refresh))
+    {
+        contests.remove(&refresh.contest);
+    }
+}
+
+/// The set readers read (0 or 1) while `ARGV[1]` owns the contest, -1
+/// otherwise; with `ARGV[2]` = `copy`, the other set is first made a copy of
+/// it (the start of a refresh that did not begin with a full write).
+static START: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if redis.call('HGET', KEYS[1], 'refresher') ~= ARGV[1] then return -1 end
+        local active = 0
+        if redis.call('HGET', KEYS[1], 'ranks_buffer') == '1' then active = 1 end
+        if ARGV[2] ~= 'copy' then return active end
+        if redis.call('EXISTS', KEYS[2 + active]) == 1 then
+            redis.call('COPY', KEYS[2 + active], KEYS[3 - active], 'REPLACE')
+        else
+            redis.call('DEL', KEYS[3 - active])
+        end
+        return active
+        ",
+    )
+});
+
+async fn start(
+    connection: &mut HotConnection,
+    meta: &str,
+    keys: &[String; 2],
+    token: &str,
+    copy: bool,
+) -> RedisResult<Option<usize>> {
+    let active: i64 = START
+        .key(meta)
+        .key(&keys[0])
+        .key(&keys[1])
+        .arg(token)
+        .arg(if copy { "copy" } else { "read" })
+        .invoke_async(connection)
+        .await?;
+    Ok(usize::try_from(active).ok())
+}
+
+/// ZADDs into `KEYS[2]` while `ARGV[1]` owns the contest and readers do not
+/// read that set (`ARGV[2]` is its index); first empties it (`UNLINK`: freed
+/// off the main thread) when `ARGV[3]` is `1`.
+static WRITE_CHUNK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if redis.call('HGET', KEYS[1], 'refresher') ~= ARGV[1] then return 0 end
+        if (redis.call('HGET', KEYS[1], 'ranks_buffer') or '0') == ARGV[2] then return 0 end
+        if ARGV[3] == '1' then redis.call('UNLINK', KEYS[2]) end
+        for i = 4, #ARGV, 2 do redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i]) end
+        return 1
+        ",
+    )
+});
+
+/// Names set `ARGV[2]` the one readers read, at `ranks_version` `ARGV[3]`,
+/// and publishes the contest's notice at the version Redis holds now
+/// (`ARGV[5]` opens the notice's JSON, which ends with the version and total).
+static SWITCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+        if redis.call('HGET', KEYS[1], 'refresher') ~= ARGV[1] then return 0 end
+        if tonumber(redis.call('HGET', KEYS[1], 'ranks_version') or '0') > tonumber(ARGV[3]) then
+            return 2
+        end
+        redis.call('HSET', KEYS[1], 'ranks_buffer', ARGV[2], 'ranks_version', ARGV[3])
+        local held = redis.call('HMGET', KEYS[1], 'version', 'total')
+        redis.call(ARGV[4], KEYS[2], ARGV[5] .. held[1] .. ',"total":' .. held[2] .. '}')
+        return 1
+        "#,
+    )
+});
+
+/// Writes `entries` into set `target` (emptied first if `replace`) and
+/// switches the sets: `Some(true)` switched, `Some(false)` written but the
+/// set readers read already holds a later version, `None` refused: another
+/// write owns the contest.
+async fn write_and_switch(
+    connection: &mut HotConnection,
+    refresh: &Refresh,
+    keys: &[String; 2],
+    (target, replace): (usize, bool),
+    entries: &HashMap<EntryId, TeamPoints>,
+    version: u64,
+) -> RedisResult<Option<bool>> {
+    let meta = contest_meta_key(&refresh.contest);
+    let members: Vec<(&EntryId, &TeamPoints)> = entries.iter().collect();
+    let mut chunks: Vec<&[(&EntryId, &TeamPoints)]> = members.chunks(REFRESH_CHUNK).collect();
+    if chunks.is_empty() && replace {
+        chunks.push(&[]);
+    }
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        let mut invocation = WRITE_CHUNK.key(&meta);
+        invocation
+            .key(&keys[target])
+            .arg(&refresh.token)
+            .arg(target)
+            .arg(u8::from(replace && index == 0));
+        for (entry, points) in chunk {
+            invocation.arg(entry.as_str()).arg(points.as_f64());
+        }
+        let applied: i64 = invocation.invoke_async(connection).await?;
+        if applied != 1 {
+            return Ok(None);
+        }
+    }
+    let opening = notice_opening(&refresh.contest, &refresh.match_id);
+    let switched: i64 = SWITCH
+        .key(&meta)
+        .key(contest_channel(&refresh.contest))
+        .arg(&refresh.token)
+        .arg(target)
+        .arg(version)
+        .arg(publish_command(connection.is_cluster()))
+        .arg(opening)
+        .invoke_async(connection)
+        .await?;
+    Ok(match switched {
+        1 => Some(true),
+        2 => Some(false),
+        _ => None,
+    })
+}
+
+/// The notice's JSON up to its version: `{"contest_id":…,"match_id":…,"version":`.
+fn notice_opening(contest: &ContestId, match_id: &MatchId) -> String {
+    let mut opening = serde_json::json!({"contest_id": contest, "match_id": match_id}).to_string();
+    opening.pop();
+    opening.push_str(",\"version\":");
+    opening
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notice_opening_completes_to_the_notice() {
+        let contest = ContestId::parse("c1").unwrap();
+        let match_id = MatchId::parse("1136561").unwrap();
+        let text = format!("{}42,\"total\":7}}", notice_opening(&contest, &match_id));
+        let notice: crate::ContestChanged = serde_json::from_str(&text).unwrap();
+        assert_eq!(notice.contest_id, contest);
+        assert_eq!(notice.match_id, match_id);
+        assert_eq!((notice.version, notice.total), (42, 7));
+    }
+}
