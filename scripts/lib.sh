@@ -51,6 +51,13 @@ ensure_chromium() {
   fi
 }
 
+# The load harness's report draws its plots' text with DejaVu Sans.
+ensure_fonts() {
+  if [ -z "${LOADTEST_FONT:-}" ] && [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    apt_install fonts-dejavu-core
+  fi
+}
+
 # Build tools for the librdkafka bundled by the rdkafka crate.
 ensure_build_tools() {
   local missing=()

@@ -55,45 +55,82 @@ pub fn entries(contest: &ContestRecord, count: usize, seed: u64) -> Vec<EntryRec
         .collect()
 }
 
+/// Publishes contests and their entries to `contest-entries`, keyed by
+/// contest id, in the order of the calls.
+#[derive(Clone)]
+pub struct ContestPublisher {
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for ContestPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContestPublisher").finish_non_exhaustive()
+    }
+}
+
+impl ContestPublisher {
+    pub fn new(brokers: &str) -> anyhow::Result<ContestPublisher> {
+        let producer = kafka::producer_config(brokers)
+            .set("linger.ms", "20")
+            .set("max.in.flight.requests.per.connection", "5")
+            .create()
+            .context("cannot create the Kafka producer")?;
+        Ok(ContestPublisher { producer })
+    }
+
+    async fn send(&self, key: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        self.producer
+            .send(
+                FutureRecord::to(topics::CONTEST_ENTRIES)
+                    .key(key)
+                    .payload(&payload),
+                Duration::from_secs(60),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| {
+                anyhow::anyhow!("cannot publish to {}: {error}", topics::CONTEST_ENTRIES)
+            })
+    }
+
+    /// The contest record: it must be in the log before any of its entries.
+    pub async fn contest(&self, contest: &ContestRecord) -> anyhow::Result<()> {
+        self.send(
+            contest.contest_id.as_str(),
+            ContestMessage::Contest(contest.clone()).to_json(),
+        )
+        .await
+    }
+
+    /// Entries, 5,000 in flight at a time; returns once all are acknowledged.
+    pub async fn entries(&self, entries: &[EntryRecord]) -> anyhow::Result<()> {
+        for chunk in entries.chunks(5_000) {
+            let sends = chunk.iter().map(|entry| {
+                self.send(
+                    entry.contest_id.as_str(),
+                    ContestMessage::Entry(entry.clone()).to_json(),
+                )
+            });
+            for result in futures::future::join_all(sends).await {
+                result?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Publishes the contest and then its entries, keyed by contest id.
 pub async fn publish(
     brokers: &str,
     contest: &ContestRecord,
     entries: &[EntryRecord],
 ) -> anyhow::Result<()> {
-    let producer: FutureProducer = kafka::producer_config(brokers)
-        .set("linger.ms", "20")
-        .set("max.in.flight.requests.per.connection", "5")
-        .create()
-        .context("cannot create the Kafka producer")?;
-    let key = contest.contest_id.as_str();
-    let send = |payload: Vec<u8>| {
-        let producer = producer.clone();
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(topics::CONTEST_ENTRIES)
-                        .key(key)
-                        .payload(&payload),
-                    Duration::from_secs(60),
-                )
-                .await
-                .map_err(|(error, _)| {
-                    anyhow::anyhow!("cannot publish to {}: {error}", topics::CONTEST_ENTRIES)
-                })
-        }
-    };
-    // The contest must be in the log before any of its entries.
-    send(ContestMessage::Contest(contest.clone()).to_json()).await?;
+    let publisher = ContestPublisher::new(brokers)?;
+    publisher.contest(contest).await?;
     let started = Instant::now();
     let mut published = 0;
-    for chunk in entries.chunks(5_000) {
-        let sends = chunk
-            .iter()
-            .map(|entry| send(ContestMessage::Entry(entry.clone()).to_json()));
-        for result in futures::future::join_all(sends).await {
-            result?;
-        }
+    for chunk in entries.chunks(50_000) {
+        publisher.entries(chunk).await?;
         published += chunk.len();
         tracing::info!(published, total = entries.len(), "entries published");
     }

@@ -103,12 +103,18 @@ pub struct BareArgs {
     /// `leaderboard serve` serves, one single-threaded event loop per thread.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The status every response carries (e.g. 500: a failing target for the
+    /// harness's own tests).
+    #[arg(long, default_value_t = 200)]
+    status: u16,
 }
 
 /// A hyper HTTP/1.1 server answering every request with the same bytes.
 pub async fn bare_server(args: BareArgs) -> anyhow::Result<()> {
     let body =
         Bytes::from(std::fs::read(&args.body).with_context(|| args.body.display().to_string())?);
+    let status = hyper::StatusCode::from_u16(args.status)
+        .map_err(|_| crate::BadInput(format!("--status {}: not an HTTP status", args.status)))?;
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(address = %args.addr, bytes = body.len(), threads = args.threads, "bare server listening");
     let answer = move |stream: tokio::net::TcpStream| {
@@ -119,6 +125,7 @@ pub async fn bare_server(args: BareArgs) -> anyhow::Result<()> {
                 async move {
                     Ok::<_, Infallible>(
                         Response::builder()
+                            .status(status)
                             .header("content-type", "application/json")
                             .body(Full::new(body))
                             .expect("a valid response"),

@@ -1,11 +1,19 @@
-//! `loadtest`: scenarios and load against the platform's services.
+//! `loadtest`: the load harness load testers run against the platform, and
+//! the developer benchmarks behind `docs/benchmarks.md`.
 //!
-//! Today: `loadtest contest` publishes a contest over a real match's squad
-//! with generated entries, which the demo and the pipeline benchmarks use.
+//! The scenarios (`setup`, `http`, `ws`, `ingest`, `matchday`, and `merge`
+//! of sharded runs) each show a live progress line, print a summary table and
+//! write a report folder (`report/`: HDR interval log, `summary.json`,
+//! `report.html` with SVG plots). Crates: hdrhistogram (HdrHistogram's
+//! format, exact merges), indicatif (progress), plotters (SVG plots),
+//! async-channel (one queue of due requests for all connections).
 
 mod api_bench;
 mod latency;
 mod memory;
+mod progress;
+mod report;
+mod scenarios;
 mod ws_bench;
 
 use std::path::PathBuf;
@@ -33,6 +41,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Contests of generated entries at scale (1K to 10M each), with realistic
+    /// teams (popular players and captains, many identical teams), published
+    /// through `contest-entries`; writes `setup.json` for the other scenarios.
+    Setup(scenarios::setup::SetupArgs),
+    /// Open-loop HTTP load at a target rate (ramps, steps, shards): a weighted
+    /// mix of my-rank, leaderboard pages and around-me; latency counts from
+    /// each request's scheduled time.
+    Http(scenarios::http::HttpArgs),
+    /// N WebSocket connections over the contests (followed entries too),
+    /// timing ball → client frame from each ball's produce time.
+    Ws(scenarios::ws::WsArgs),
+    /// Replays real matches at X speed against the contests, timing ball →
+    /// contest notice.
+    Ingest(scenarios::ingest::IngestArgs),
+    /// A live match day in one command: setup, then ingest, http and ws
+    /// together during the replayed matches; one report.
+    Matchday(scenarios::matchday::MatchdayArgs),
+    /// Merge the report folders of the shards of one run into one report.
+    Merge(MergeArgs),
     /// Publish a contest over a Cricsheet match's players, with N random valid entries.
     Contest(ContestArgs),
     /// Time from producing a ball to the contest's pub/sub notice (needs `ingest run`).
@@ -80,11 +107,62 @@ struct ContestArgs {
     kafka: KafkaArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// The shards' report folders.
+    #[arg(required = true, value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Where the merged report goes.
+    #[arg(long, default_value = "reports/merged")]
+    out: PathBuf,
+}
+
+/// Input the user must change (exit 2, as the contract fixes).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadtest: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(run(cli)).map_err(|error| {
+        if error.downcast_ref::<BadInput>().is_some() {
+            leaderboard_service::cli::CliError::Input(error)
+        } else {
+            leaderboard_service::cli::CliError::Failure(error)
+        }
+    });
+    leaderboard_service::cli::finish("loadtest", outcome)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     cli.telemetry.init()?;
     match cli.command {
+        Command::Setup(args) => scenarios::setup::setup(args).await.map(|_| ()),
+        Command::Http(args) => scenarios::run_http(args).await,
+        Command::Ws(args) => scenarios::run_ws(args).await,
+        Command::Ingest(args) => scenarios::run_ingest(args).await,
+        Command::Matchday(args) => scenarios::matchday::matchday(args).await,
+        Command::Merge(args) => {
+            let report = report::merge(&args.dirs)?;
+            scenarios::publish(&report, &args.out)
+        }
         Command::Contest(args) => contest(args).await,
         Command::NoticeLatency(args) => latency::notice_latency(args).await,
         Command::RedisBulk(args) => latency::redis_bulk(args).await,

@@ -777,3 +777,41 @@ pub fn metric(port: u16, series: &str) -> f64 {
         .find_map(|line| line.strip_prefix(series))
         .map_or(0.0, |value| value.trim().parse().unwrap())
 }
+
+/// A workspace binary's long-running command as a child process, listening
+/// on a free loopback port given as `HTTP_ADDR` (`leaderboard serve`,
+/// `ws-gateway serve`, `jobs schedule`, …); killed when dropped. Its log
+/// goes to `<log_dir>/<name>.log`.
+pub struct Service {
+    child: Child,
+    pub port: u16,
+}
+
+impl Service {
+    pub fn start(name: &str, args: &[&str], env: &[(&str, String)], log_dir: &Path) -> Service {
+        let port = free_port();
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
+        let mut child = Command::new(workspace_binary(name))
+            .args(args)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for_port(port, name, &mut child);
+        Service { child, port }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.port, "/metrics")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
