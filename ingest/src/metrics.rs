@@ -66,6 +66,22 @@ pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
+/// Ball → notice: from a match event's produce time (its Kafka timestamp,
+/// kept through the internal topic) to its batch's effects written, the
+/// contests' notices published.
+pub static EVENT_TO_NOTICE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "ingest_event_to_notice_seconds",
+                "time from a match event's produce time to its contests' notices",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16).unwrap()),
+        )
+        .unwrap(),
+    )
+});
+
 pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
@@ -137,7 +153,15 @@ pub fn init() {
     LazyLock::force(&EVENTS_CONSUMED);
     LazyLock::force(&EVENTS_APPLIED);
     LazyLock::force(&EVENTS_DUPLICATE);
-    LazyLock::force(&EVENTS_DLQ);
+    // Both dead-letter topics from the start, so a rate over them (and its
+    // alert) has a series before the first malformed message.
+    for topic in [
+        crate::topics::MATCH_EVENTS_DLQ,
+        crate::topics::CONTEST_ENTRIES_DLQ,
+    ] {
+        EVENTS_DLQ.with_label_values(&[topic]);
+    }
+    LazyLock::force(&EVENT_TO_NOTICE_SECONDS);
     LazyLock::force(&APPLY_SECONDS);
     LazyLock::force(&CONSUMER_LAG);
     LazyLock::force(&RETRIES);

@@ -64,6 +64,9 @@ pub struct Incoming {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// The producer's timestamp of the original message (Unix milliseconds),
+    /// kept through the internal topic: when the ball was sent.
+    pub produced_ms: Option<i64>,
 }
 
 impl Incoming {
@@ -76,6 +79,7 @@ impl Incoming {
             offset: 0,
             key: Some(key.as_bytes().to_vec()),
             payload,
+            produced_ms: None,
         }
     }
 }

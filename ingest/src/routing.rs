@@ -243,11 +243,15 @@ pub async fn forward(
                 value: Some(key.as_slice()),
             });
         }
-        let record = FutureRecord::to(topics::BY_MATCH)
+        let mut record = FutureRecord::to(topics::BY_MATCH)
             .partition(*partition)
             .key(match_id.as_str())
             .payload(&message.payload)
             .headers(headers);
+        // The original produce time travels on: ball → notice is timed from it.
+        if let Some(produced) = message.produced_ms {
+            record = record.timestamp(produced);
+        }
         async move {
             producer
                 .send(record, Duration::from_secs(30))
@@ -269,6 +273,7 @@ pub fn unwrap_forwarded(message: &BorrowedMessage<'_>) -> Incoming {
         offset: message.offset(),
         key: None,
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        produced_ms: message.timestamp().to_millis(),
     };
     let Some(headers) = message.headers() else {
         return incoming;

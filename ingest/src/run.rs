@@ -536,10 +536,25 @@ async fn score(
         // their new owner now.
         batch.retain(|((partition, _), _)| owned.contains(partition));
         let (positions, batch): (Vec<(i32, i64)>, Vec<Incoming>) = batch.into_iter().unzip();
+        // When each ball of the batch was produced: timed to its notice below.
+        let balls: Vec<i64> = batch
+            .iter()
+            .filter(|m| m.topic == topics::MATCH_EVENTS)
+            .filter_map(|m| m.produced_ms)
+            .collect();
         let (returned, _, effects) = apply_batch(pipeline, batch).await.map_err(Stop::Failed)?;
         pipeline = returned;
         write_effects(store, &pipeline, hot, &clients.producer, effects, retrier).await?;
         metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
+        // The batch's notices are published: ball → notice, from the
+        // producer's clock to ours (the same clock on one host; NTP-close
+        // across hosts).
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for produced in balls {
+            metrics::EVENT_TO_NOTICE_SECONDS.observe((now_ms - produced).max(0) as f64 / 1000.0);
+        }
         commit(
             &clients.scorer,
             positions.iter().map(|(p, o)| (topics::BY_MATCH, *p, *o)),
@@ -673,6 +688,7 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        produced_ms: message.timestamp().to_millis(),
     }
 }
 

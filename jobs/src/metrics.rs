@@ -104,3 +104,14 @@ pub static PEAK_RSS: LazyLock<IntGauge> = LazyLock::new(|| {
         .unwrap(),
     )
 });
+
+/// Touches the metrics that must show from the start: the lease gauge (0
+/// until this node holds it: the no-holder alert sums it over nodes) and both
+/// recompute outcomes (the failure alert's series exists before any failure).
+pub fn init() {
+    LazyLock::force(&LEASE_HELD);
+    for outcome in ["done", "failed"] {
+        RECOMPUTES.with_label_values(&[outcome]);
+    }
+    LazyLock::force(&STAGE_SECONDS);
+}

@@ -98,6 +98,7 @@ pub async fn run(args: ScheduleArgs, shutdown: CancellationToken) -> anyhow::Res
             async move { store.ping().await.map_err(|e| e.to_string()) }
         }),
     ];
+    metrics::init();
     let admin_shutdown = shutdown.clone();
     let admin = tokio::spawn(admin::serve(
         listener,

@@ -19,6 +19,27 @@ pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter
 });
 
+/// Time to answer a request, by route: from its head read to its answer
+/// built (the body's transfer excluded).
+pub static HTTP_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
+    let histogram = prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "leaderboard_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+        )
+        .buckets(vec![
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5,
+        ]),
+        &["route"],
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(histogram.clone()))
+        .expect("metric registered once");
+    histogram
+});
+
 /// Reads of the hot store by the API's cache, by kind (each coalesced miss once).
 pub static BACKEND_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     let counter = IntCounterVec::new(

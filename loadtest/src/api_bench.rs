@@ -61,6 +61,7 @@ pub async fn fill(args: FillArgs) -> anyhow::Result<()> {
         offset: 0,
         key: None,
         payload,
+        produced_ms: None,
     };
     pipeline.handle(&incoming(
         topics::CONTEST_ENTRIES,

@@ -153,6 +153,11 @@ pub fn init() {
         &*REDIS_RECONNECTS,
         &*FANOUT_SECONDS,
     );
+    // The close reasons and frame types from the start: their rates (and the
+    // slow-client alert) have series before the first close.
+    for reason in ["slow", "idle", "shutdown", "too_large"] {
+        CLOSED.with_label_values(&[reason]);
+    }
 }
 
 /// Values read back from Redis that failed validation (not served, logged).

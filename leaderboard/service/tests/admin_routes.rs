@@ -57,9 +57,34 @@ async fn metrics_health_and_readiness() {
         "{body}"
     );
     assert_eq!(get(red, "/healthz").await.0, 200, "alive while not ready");
+    // Each scrape runs the checks: the failing dependency shows as 0.
+    let (_, body) = get(red, "/metrics").await;
+    assert!(
+        body.contains("service_dependency_up{dependency=\"redis\"} 0")
+            && body.contains("service_dependency_up{dependency=\"always\"} 1"),
+        "{body}"
+    );
+
+    // A dependency that never answers counts as down, and /readyz answers anyway.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung = listener.local_addr().unwrap();
+    let never = ReadyCheck::new("store", std::future::pending::<Result<(), String>>);
+    let hung_server = tokio::spawn(admin::serve(
+        listener,
+        admin::router(prometheus::Registry::new(), vec![never]),
+        shutdown.clone(),
+    ));
+    let (status, body) = get(hung, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no answer within"), "{body}");
+    let (_, body) = get(hung, "/metrics").await;
+    assert!(
+        body.contains("service_dependency_up{dependency=\"store\"} 0"),
+        "{body}"
+    );
 
     shutdown.cancel();
-    for handle in [server, red_server] {
+    for handle in [server, red_server, hung_server] {
         tokio::time::timeout(Duration::from_secs(5), handle)
             .await
             .expect("drains on shutdown")

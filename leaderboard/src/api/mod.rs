@@ -319,8 +319,15 @@ static OK_COUNTERS: std::sync::LazyLock<[prometheus::IntCounter; 7]> =
             .map(|route| metrics::HTTP_REQUESTS.with_label_values(&[route.name(), "200"]))
     });
 
-/// Counts one answered request by route and status.
-pub(crate) fn count_request(route: RouteLabel, status: StatusCode) {
+/// Each route's latency histogram, resolved once (no label hashing per request).
+static ROUTE_SECONDS: std::sync::LazyLock<[prometheus::Histogram; 7]> =
+    std::sync::LazyLock::new(|| {
+        RouteLabel::ALL.map(|route| metrics::HTTP_SECONDS.with_label_values(&[route.name()]))
+    });
+
+/// Counts one answered request by route and status, and its time.
+pub(crate) fn count_request(route: RouteLabel, status: StatusCode, took: std::time::Duration) {
+    ROUTE_SECONDS[route as usize].observe(took.as_secs_f64());
     if status == StatusCode::OK {
         OK_COUNTERS[route as usize].inc();
     } else {

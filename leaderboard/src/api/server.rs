@@ -111,11 +111,12 @@ impl App {
         peer: SocketAddr,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> Result<Response, std::convert::Infallible> {
+        let started = std::time::Instant::now();
         let route = super::RouteLabel::of(request.uri().path());
         let response = self.answer(peer, request).await;
         // Every answer is counted here, whatever produced it: a handler, an
         // extractor's rejection, the rate limit, the fallback or an admin route.
-        super::count_request(route, response.status());
+        super::count_request(route, response.status(), started.elapsed());
         Ok(response)
     }
 
@@ -269,6 +270,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let _ = &*metrics::HTTP_REQUESTS;
+    let _ = &*super::ROUTE_SECONDS;
     let _ = &*metrics::BACKEND_READS;
     let connection = hot::connect(redis_url)
         .await
