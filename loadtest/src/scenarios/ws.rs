@@ -119,7 +119,7 @@ async fn viewer(
     recorder: Arc<Recorder>,
     clock: Arc<BallClock>,
     connecting: Arc<Semaphore>,
-    open_now: Arc<AtomicUsize>,
+    open_at_end: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
     let started = Instant::now();
@@ -148,11 +148,14 @@ async fn viewer(
     {
         return recorder.error("ws.subscribe", "io", Instant::now());
     }
-    open_now.fetch_add(1, Ordering::Relaxed);
     let mut version: Option<u64> = None;
     loop {
         let message = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                // Still connected when the run ended.
+                open_at_end.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
             message = socket.next() => message,
         };
         let now = Instant::now();
@@ -191,12 +194,11 @@ async fn viewer(
             _ => {}
         }
     }
-    open_now.fetch_sub(1, Ordering::Relaxed);
     let _ = socket.close(None).await;
 }
 
 /// Opens the connections and keeps them until `stop`; returns how many were
-/// open at the end.
+/// still open then (each viewer counts itself as it sees the stop).
 pub async fn drive(
     args: &WsArgs,
     setup: &Setup,
@@ -228,7 +230,7 @@ pub async fn drive(
     let by_size = WeightedIndex::new(setup.contests.iter().map(|c| c.entries as f64))?;
     let mut rng = StdRng::seed_from_u64(17);
     let connecting = Arc::new(Semaphore::new(256));
-    let open_now = Arc::new(AtomicUsize::new(0));
+    let open_at_end = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(args.connections);
     for n in 0..args.connections {
         let contest = &setup.contests[by_size.sample(&mut rng)];
@@ -259,15 +261,15 @@ pub async fn drive(
             recorder.clone(),
             clock.clone(),
             connecting.clone(),
-            open_now.clone(),
+            open_at_end.clone(),
             stop.clone(),
         )));
     }
     stop.cancelled().await;
-    let at_end = open_now.load(Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
     }
+    let at_end = open_at_end.load(Ordering::Relaxed);
     let notes = vec![format!(
         "{} connections to {} over {} contests ({}% following an entry, top {}): {at_end} open at the end",
         args.connections,
