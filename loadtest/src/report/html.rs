@@ -14,16 +14,7 @@ pub fn page(report: &Report) -> anyhow::Result<String> {
     let summary = &report.summary;
     let mut rows = String::new();
     for stream in &summary.streams {
-        let errors = if stream.errors.is_empty() {
-            "0".to_owned()
-        } else {
-            stream
-                .errors
-                .iter()
-                .map(|(kind, count)| format!("{}: {count}", escape(kind)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let errors = escape(&stream.errors_text(": ", ", "));
         let l = &stream.latency_ms;
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{errors}</td></tr>\n",

@@ -222,6 +222,20 @@ pub struct StreamSummary {
     pub latency_ms: Percentiles,
 }
 
+impl StreamSummary {
+    /// The errors as `kind<between>count`, joined by `separator`; `0` when none.
+    pub fn errors_text(&self, between: &str, separator: &str) -> String {
+        if self.errors.is_empty() {
+            return "0".to_owned();
+        }
+        self.errors
+            .iter()
+            .map(|(kind, count)| format!("{kind}{between}{count}"))
+            .collect::<Vec<_>>()
+            .join(separator)
+    }
+}
+
 /// The run: what was asked and what came of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -415,16 +429,7 @@ impl Report {
             "stream", "ok", "rate/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
         );
         for stream in &self.summary.streams {
-            let errors = if stream.errors.is_empty() {
-                "0".to_owned()
-            } else {
-                stream
-                    .errors
-                    .iter()
-                    .map(|(kind, count)| format!("{kind}={count}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
+            let errors = stream.errors_text("=", " ");
             let l = &stream.latency_ms;
             out.push_str(&format!(
                 "{:<24} {:>10} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {errors}\n",
