@@ -16,7 +16,7 @@ pub mod schedule;
 
 use std::path::PathBuf;
 
-/// The engine's knobs, shared by every subcommand that recomputes.
+/// The recompute's knobs, shared by every subcommand that recomputes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
     /// Partitions (and threads) the query runs on; default: the cores.
@@ -28,6 +28,11 @@ pub struct EngineArgs {
     /// Where sorts spill (default: the system's temporary directory).
     #[arg(long, env = "RECOMPUTE_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
+    /// How long a recompute waits for Redis to reach the stored version
+    /// before it reports the live state `behind` instead of comparing; a
+    /// mega contest's deep ranks trail its version by seconds (`30s`, `2m`, …).
+    #[arg(long, env = "RECONCILE_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub reconcile_wait: std::time::Duration,
 }
 
 impl EngineArgs {

@@ -32,9 +32,11 @@ use crate::metrics;
 const ENTRIES_PAGE: u64 = 50_000;
 /// Rank rows written to the store per chunk (and compared with Redis per read).
 const WRITE_CHUNK: usize = RECONCILE_CHUNK;
-/// How long to wait for Redis to reach the version read from the store
-/// (ingest writes the store first, then Redis).
-const CATCH_UP: Duration = Duration::from_secs(5);
+/// How long a recompute waits, by default, for Redis to reach the version
+/// read from the store: ingest writes the store first, then Redis, and a
+/// large contest's deep ranks (its sorted sets) follow in the background,
+/// several seconds behind at 1M entries (docs/freshness.md).
+pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
 /// Loads tried when the live state moved past the one read from the store.
 const ATTEMPTS: usize = 5;
 
@@ -84,6 +86,12 @@ pub enum Reconciled {
     /// The live state moved past the recompute's version while it ran, so the
     /// two could not be compared (the next recompute will).
     MovedOn { live_version: u64 },
+    /// Redis did not reach the recompute's version within the wait: its
+    /// `version` (or its deep ranks' `ranks_version`) stayed behind it.
+    Behind {
+        live_version: u64,
+        ranks_version: u64,
+    },
     /// No Redis was given.
     Skipped,
 }
@@ -133,6 +141,14 @@ impl JobReport {
                 fields.push(("live_version", live_version.to_string()));
                 "moved_on".to_owned()
             }
+            Reconciled::Behind {
+                live_version,
+                ranks_version,
+            } => {
+                fields.push(("live_version", live_version.to_string()));
+                fields.push(("ranks_version", ranks_version.to_string()));
+                "behind".to_owned()
+            }
             Reconciled::Skipped => "skipped".to_owned(),
         };
         fields.push(("reconcile", reconcile));
@@ -160,6 +176,9 @@ pub struct Recomputer {
     pub redis: Option<HotConnection>,
     pub rules: Arc<Rules>,
     pub engine: EngineOptions,
+    /// How long to wait for Redis (and a large contest's deep ranks) to reach
+    /// the version read from the store before reporting it `Behind`.
+    pub catch_up: Duration,
 }
 
 impl std::fmt::Debug for Recomputer {
@@ -167,6 +186,7 @@ impl std::fmt::Debug for Recomputer {
         f.debug_struct("Recomputer")
             .field("store", &self.store)
             .field("engine", &self.engine)
+            .field("catch_up", &self.catch_up)
             .finish()
     }
 }
@@ -279,8 +299,18 @@ impl Recomputer {
         let reconciled = match (live, compare) {
             (_, None) if self.redis.is_none() => Reconciled::Skipped,
             (Live::Absent, _) => Reconciled::NotLive,
-            (Live::Ahead(version) | Live::Behind(version), _) => Reconciled::MovedOn {
+            (Live::Ahead(version), _) => Reconciled::MovedOn {
                 live_version: version,
+            },
+            (
+                Live::Behind {
+                    version,
+                    ranks_version,
+                },
+                _,
+            ) => Reconciled::Behind {
+                live_version: version,
+                ranks_version,
             },
             (Live::At(_), None) => Reconciled::Skipped,
             (Live::At(_), Some(compare)) => {
@@ -409,14 +439,16 @@ impl Recomputer {
         })
     }
 
-    /// Where the live state is relative to `version`: waits (briefly) for
-    /// Redis to catch up with what the store already holds.
+    /// Where the live state is relative to `version`: waits up to
+    /// `catch_up` for Redis, and its deep ranks, to reach what the store
+    /// already holds (a mega contest's sorted sets lag its version while
+    /// their background refresh runs; that is not the live state moving on).
     async fn live_at(&self, contest: &ContestId, version: u64) -> Result<Live, JobError> {
         let Some(connection) = &self.redis else {
             return Ok(Live::Absent);
         };
         let mut connection = connection.clone();
-        let deadline = Instant::now() + CATCH_UP;
+        let deadline = Instant::now() + self.catch_up;
         loop {
             let Some(chunk) = reconcile::read_live_chunk(&mut connection, contest, 0, 0).await?
             else {
@@ -429,9 +461,12 @@ impl Recomputer {
                 return Ok(Live::At(version));
             }
             if Instant::now() >= deadline {
-                return Ok(Live::Behind(chunk.version));
+                return Ok(Live::Behind {
+                    version: chunk.version,
+                    ranks_version: chunk.ranks_version,
+                });
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -441,7 +476,7 @@ impl Recomputer {
 enum Live {
     At(u64),
     Ahead(u64),
-    Behind(u64),
+    Behind { version: u64, ranks_version: u64 },
     Absent,
 }
 

@@ -209,3 +209,63 @@ async fn an_unknown_contest_is_a_clear_error() {
         .unwrap_err();
     assert_eq!(error.to_string(), "contest `nope` is unknown");
 }
+
+/// A mega contest's deep ranks lag its version while their background refresh
+/// runs (several seconds at 1M entries). A recompute at that version waits for
+/// them rather than calling the live state "moved on", and compares.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_waits_for_deep_ranks_still_refreshing_at_the_same_version() {
+    let redis = Redis::start();
+    let c1 = ContestId::parse("c1").unwrap();
+    let contest = Contest::new(5_000, Some(&redis)).await;
+    let meta = hot::contest_meta_key(&c1);
+    let mut connection = redis.connect().await;
+    let version: u64 = redis::AsyncCommands::hget(&mut connection, &meta, "version")
+        .await
+        .unwrap();
+    // As the refresh leaves it: the meta at the ball's version, the sorted
+    // set readers read still at the previous one, for 8 s.
+    let _: () = redis::AsyncCommands::hset(&mut connection, &meta, "ranks_version", version - 1)
+        .await
+        .unwrap();
+    let refreshed = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+        let _: () = redis::AsyncCommands::hset(&mut connection, &meta, "ranks_version", version)
+            .await
+            .unwrap();
+    });
+    let report = contest.recomputer().contest(&c1, &|_| {}).await.unwrap();
+    refreshed.await.unwrap();
+    assert_eq!(report.version, version);
+    assert_eq!(
+        report.reconcile,
+        Reconciled::Compared {
+            differences: 0,
+            repaired: false
+        }
+    );
+
+    // Deep ranks that do not catch up within the wait (a refresh that died
+    // with its replica) are reported as behind, with both versions.
+    let mut connection = redis.connect().await;
+    let meta = hot::contest_meta_key(&c1);
+    let _: () = redis::AsyncCommands::hset(&mut connection, &meta, "ranks_version", version - 1)
+        .await
+        .unwrap();
+    let mut recomputer = contest.recomputer();
+    recomputer.catch_up = std::time::Duration::from_millis(500);
+    let report = recomputer.contest(&c1, &|_| {}).await.unwrap();
+    assert_eq!(
+        report.reconcile,
+        Reconciled::Behind {
+            live_version: version,
+            ranks_version: version - 1
+        }
+    );
+    assert_eq!(report.differences, None);
+    let fields = report.fields();
+    assert!(
+        fields.contains(&("reconcile", "behind".to_owned())),
+        "{fields:?}"
+    );
+}

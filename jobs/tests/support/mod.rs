@@ -163,6 +163,7 @@ impl Contest {
                 memory_limit: 256 << 20,
                 ..EngineOptions::default()
             },
+            catch_up: jobs::recompute::DEFAULT_CATCH_UP,
         }
     }
 
