@@ -568,6 +568,8 @@ enum Compared {
     Equal,
     Differs,
     MovedOn(u64),
+    /// Redis no longer holds the contest (retired after its match).
+    Gone,
 }
 
 impl Comparison {
@@ -594,7 +596,7 @@ impl Comparison {
                 Ok(None)
             }
             None => {
-                self.state = Compared::MovedOn(0);
+                self.state = Compared::Gone;
                 Ok(None)
             }
         }
@@ -654,6 +656,7 @@ impl Comparison {
                 repaired: false,
             }),
             Compared::MovedOn(live_version) => Ok(Reconciled::MovedOn { live_version }),
+            Compared::Gone => Ok(Reconciled::NotLive),
             Compared::Differs => {
                 self.count_and_repair(store, published, histogram, player_points)
                     .await
@@ -676,10 +679,10 @@ impl Comparison {
         let mut start = 0;
         loop {
             let Some(chunk) = self.live(start, RECONCILE_CHUNK).await? else {
-                let Compared::MovedOn(live_version) = self.state else {
-                    unreachable!("live() sets MovedOn when it answers None")
-                };
-                return Ok(Reconciled::MovedOn { live_version });
+                return Ok(match self.state {
+                    Compared::MovedOn(live_version) => Reconciled::MovedOn { live_version },
+                    _ => Reconciled::NotLive,
+                });
             };
             if chunk.rows.is_empty() {
                 break;

@@ -269,3 +269,30 @@ async fn reconcile_waits_for_deep_ranks_still_refreshing_at_the_same_version() {
         "{fields:?}"
     );
 }
+
+/// A contest retired from Redis while its recompute runs (its hot keys
+/// expire some time after its match) is reported not live, not "moved on".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contest_retired_from_redis_during_its_recompute_is_not_live() {
+    let redis = Redis::start();
+    let c1 = ContestId::parse("c1").unwrap();
+    let contest = Contest::new(5_000, Some(&redis)).await;
+    let url = redis.url();
+    let keys: Vec<String> = hot::contest_ranks_keys(&c1)
+        .into_iter()
+        .chain([hot::contest_meta_key(&c1), hot::contest_histogram_key(&c1)])
+        .collect();
+    // Once the live version was checked and scoring begins, the keys expire.
+    let retire = move |stage: jobs::recompute::Stage| {
+        if stage == jobs::recompute::Stage::Score {
+            let mut connection = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let _: () = redis::Commands::del(&mut connection, &keys).unwrap();
+        }
+    };
+    let report = contest.recomputer().contest(&c1, &retire).await.unwrap();
+    assert_eq!(report.reconcile, Reconciled::NotLive);
+    assert_eq!(report.differences, None);
+}
