@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use leaderboard_core::contest::{Added, ContestMessage, ContestState};
+use leaderboard_core::contest::{Added, ContestMessage, ContestState, Moved};
 use leaderboard_core::event::{EventBody, MatchEvent};
 use leaderboard_core::ids::{ContestId, MatchId};
 use leaderboard_core::points::TeamPoints;
@@ -108,7 +108,11 @@ pub struct Effects {
 
 #[derive(Debug, Default)]
 struct ContestDelta {
-    moved: BTreeMap<u32, TeamPoints>,
+    /// Entries whose points moved, by index ascending, each once with its
+    /// points before the batch. A contest follows one match, whose new
+    /// player points it takes once per batch: one ball moves half a mega
+    /// contest, so this is a vector, not a map.
+    moved: Vec<Moved>,
     new_entries: Vec<u32>,
     created: bool,
 }
@@ -465,9 +469,13 @@ impl Pipeline {
                     continue;
                 }
                 let delta = self.deltas.entry(contest_id.clone()).or_default();
-                for entry in moved {
-                    // Keep the oldest "before" when an entry moves twice in a batch.
-                    delta.moved.entry(entry.index).or_insert(entry.before);
+                if delta.moved.is_empty() {
+                    delta.moved = moved;
+                } else {
+                    // Moved twice in a batch: keep the oldest "before".
+                    delta.moved.extend(moved);
+                    delta.moved.sort_by_key(|entry| entry.index);
+                    delta.moved.dedup_by_key(|entry| entry.index);
                 }
             }
         }
@@ -487,9 +495,9 @@ impl Pipeline {
                 .store
                 .contest_versions
                 .push((contest_id.clone(), state.version));
-            let mut buckets: BTreeSet<TeamPoints> = BTreeSet::new();
+            let mut buckets: HashSet<TeamPoints, foldhash::fast::RandomState> = HashSet::default();
             let mut ranks = Vec::with_capacity(delta.moved.len() + delta.new_entries.len());
-            for (&index, &before) in &delta.moved {
+            for &Moved { index, before } in &delta.moved {
                 buckets.insert(before);
                 buckets.insert(state.points[index as usize]);
                 ranks.push((
@@ -504,7 +512,11 @@ impl Pipeline {
                 buckets.insert(state.points[index as usize]);
                 users.push((entry.entry_id.clone(), entry.user_id.clone()));
                 teams.push((entry.entry_id.clone(), encode_team(&entry.team)));
-                if !delta.moved.contains_key(&index) {
+                if delta
+                    .moved
+                    .binary_search_by_key(&index, |entry| entry.index)
+                    .is_err()
+                {
                     ranks.push((entry.entry_id.clone(), state.points[index as usize]));
                 }
             }
@@ -514,7 +526,7 @@ impl Pipeline {
                 name: state.record.name.clone(),
                 version: state.version,
                 total: state.total(),
-                ranks,
+                ranks: ranks.into(),
                 users,
                 teams,
                 squad: if delta.created {
@@ -523,10 +535,14 @@ impl Pipeline {
                     Vec::new()
                 },
                 player_points: state.player_points().iter().map(|p| p.0).collect(),
-                histogram: buckets
-                    .into_iter()
-                    .map(|p| (p, state.histogram.count_of(p)))
-                    .collect(),
+                histogram: {
+                    let mut histogram: Vec<(TeamPoints, u64)> = buckets
+                        .into_iter()
+                        .map(|p| (p, state.histogram.count_of(p)))
+                        .collect();
+                    histogram.sort_unstable();
+                    histogram
+                },
                 top: Some(top_rows(state)),
                 full: delta.created,
             });

@@ -193,7 +193,7 @@ pub async fn redis_bulk(args: RedisBulkArgs) -> anyhow::Result<()> {
         squad: Vec::new(),
         player_points: Vec::new(),
         histogram: Vec::new(),
-        ranks,
+        ranks: ranks.into(),
         top: None,
         full: true,
     };

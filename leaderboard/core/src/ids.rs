@@ -1,6 +1,13 @@
 //! Identifiers as newtypes that parse: a value of one of these types is valid.
+//!
+//! Each holds its text as an `Arc<str>`: a clone is a reference count, not an
+//! allocation. A ball moves hundreds of thousands of entries of a mega
+//! contest, and each moved entry's id travels from the contest's state to
+//! the background refresh of its sorted sets; the id maps that index entries
+//! share the text with the entries themselves.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -16,7 +23,7 @@ pub struct IdError {
 const MAX_ID_LEN: usize = 64;
 const MAX_NAME_LEN: usize = 100;
 
-fn parse_id(kind: &'static str, value: &str) -> Result<String, IdError> {
+fn parse_id(kind: &'static str, value: &str) -> Result<(), IdError> {
     let error = |reason| IdError {
         kind,
         value: value.chars().take(80).collect(),
@@ -40,18 +47,18 @@ fn parse_id(kind: &'static str, value: &str) -> Result<String, IdError> {
             "may hold only ASCII letters, digits, '-', '_' and '.'",
         ));
     }
-    Ok(value.to_owned())
+    Ok(())
 }
 
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident, $kind:literal, $parse:ident) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub fn parse(value: &str) -> Result<$name, IdError> {
-                $parse($kind, value).map($name)
+                $parse($kind, value).map(|()| $name(Arc::from(value)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -124,7 +131,7 @@ id_type!(
     parse_name
 );
 
-fn parse_name(kind: &'static str, value: &str) -> Result<String, IdError> {
+fn parse_name(kind: &'static str, value: &str) -> Result<(), IdError> {
     let error = |reason| IdError {
         kind,
         value: value.chars().take(80).collect(),
@@ -139,7 +146,7 @@ fn parse_name(kind: &'static str, value: &str) -> Result<String, IdError> {
     if value.chars().any(char::is_control) {
         return Err(error("must not hold control characters"));
     }
-    Ok(value.to_owned())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -40,8 +40,9 @@ pub struct ContestUpdate {
     pub name: String,
     pub version: u64,
     pub total: u64,
-    /// Entries whose points are new or moved.
-    pub ranks: Vec<(EntryId, TeamPoints)>,
+    /// Entries whose points are new or moved; shared (not copied) with the
+    /// background refresh of a large contest's sorted sets.
+    pub ranks: std::sync::Arc<[(EntryId, TeamPoints)]>,
     /// Entries new to the contest.
     pub users: Vec<(EntryId, UserId)>,
     /// Their teams, encoded by [`encode_team`].

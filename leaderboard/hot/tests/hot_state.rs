@@ -32,7 +32,7 @@ fn contest_update(contest: &str, points: &[TeamPoints], version: u64) -> Contest
             .iter()
             .map(|(e, _)| (e.clone(), UserId::parse(&format!("u-{e}")).unwrap()))
             .collect(),
-        ranks,
+        ranks: ranks.into(),
         histogram: histogram.into_iter().collect(),
         teams: Vec::new(),
         squad: Vec::new(),
