@@ -520,6 +520,8 @@ impl Pipeline {
                     ranks.push((entry.entry_id.clone(), state.points[index as usize]));
                 }
             }
+            let top = state.top_kept(TOP_ROWS);
+            let top = top_rows(state, top);
             self.effects.contests.push(ContestUpdate {
                 contest_id: contest_id.clone(),
                 match_id: state.match_id().clone(),
@@ -543,7 +545,7 @@ impl Pipeline {
                     histogram.sort_unstable();
                     histogram
                 },
-                top: Some(top_rows(state)),
+                top: Some(top),
                 full: delta.created,
             });
         }
@@ -686,16 +688,15 @@ fn full_update(state: &ContestState) -> ContestUpdate {
         squad: state.squad.names().to_vec(),
         player_points: state.player_points().iter().map(|p| p.0).collect(),
         histogram: state.histogram.buckets().collect(),
-        top: Some(top_rows(state)),
+        top: Some(top_rows(state, state.top(TOP_ROWS))),
         full: true,
     }
 }
 
 /// The contest's first rows at its current version, for the meta's `top`.
-fn top_rows(state: &ContestState) -> Vec<TopRow> {
-    state
-        .top(TOP_ROWS)
-        .into_iter()
+/// The rows of `top` (indexes in page order).
+fn top_rows(state: &ContestState, top: Vec<u32>) -> Vec<TopRow> {
+    top.into_iter()
         .map(|index| {
             let entry = &state.entries[index as usize];
             TopRow {

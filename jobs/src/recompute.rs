@@ -35,8 +35,9 @@ const WRITE_CHUNK: usize = RECONCILE_CHUNK;
 /// How long a recompute waits, by default, for Redis to reach the version
 /// read from the store: ingest writes the store first, then Redis, and a
 /// large contest's deep ranks (its sorted sets) follow in the background,
-/// several seconds behind at 1M entries (docs/freshness.md).
-pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
+/// several seconds behind at 1M entries and about a minute at 10M
+/// (docs/freshness.md).
+pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(120);
 /// Loads tried when the live state moved past the one read from the store.
 const ATTEMPTS: usize = 5;
 

@@ -115,6 +115,10 @@ pub struct ContestState {
     pub histogram: Histogram,
     pub version: u64,
     table: Vec<PlayerPoints>,
+    /// The first rows in page order as last computed, kept exact while only
+    /// entries are added (each new entry is placed into it), dropped when
+    /// points move: see [`ContestState::top_kept`].
+    kept_top: Option<(usize, Vec<u32>)>,
 }
 
 impl ContestState {
@@ -130,6 +134,7 @@ impl ContestState {
             histogram: Histogram::default(),
             version: 0,
             table,
+            kept_top: None,
         }
     }
 
@@ -181,6 +186,7 @@ impl ContestState {
         });
         self.points.push(points);
         self.histogram.add(points);
+        self.keep_in_top(self.entries.len() as u32 - 1);
         Ok(Added::New(points))
     }
 
@@ -192,12 +198,12 @@ impl ContestState {
             return Vec::new();
         }
         self.table = table;
+        self.kept_top = None;
         let mut moved = Vec::new();
         for (index, entry) in self.entries.iter().enumerate() {
             let now = entry.team.points(&self.table);
             let before = self.points[index];
             if now != before {
-                self.histogram.shift(before, now);
                 self.points[index] = now;
                 moved.push(Moved {
                     index: index as u32,
@@ -205,6 +211,12 @@ impl ContestState {
                 });
             }
         }
+        let points = &self.points;
+        self.histogram.shift_all(
+            moved
+                .iter()
+                .map(|entry| (entry.before, points[entry.index as usize])),
+        );
         moved
     }
 
@@ -256,6 +268,39 @@ impl ContestState {
         above.extend(ties);
         above.truncate(k);
         above
+    }
+
+    /// The same rows as [`ContestState::top`], without a pass over every
+    /// entry while only entries were added since the last call: the first
+    /// `k` of a set and one more entry are the first `k` of the previous
+    /// first `k` and that entry. While a mega contest's millions of entries
+    /// arrive (all tied at 0 points before the first ball) this keeps each
+    /// batch's first page from costing a comparison per entry held.
+    pub fn top_kept(&mut self, k: usize) -> Vec<u32> {
+        match &self.kept_top {
+            Some((kept_k, top)) if *kept_k == k => top.clone(),
+            _ => {
+                let top = self.top(k);
+                self.kept_top = Some((k, top.clone()));
+                top
+            }
+        }
+    }
+
+    /// Places a new entry into the kept first rows.
+    fn keep_in_top(&mut self, index: u32) {
+        let Some((k, mut top)) = self.kept_top.take() else {
+            return;
+        };
+        let key = |i: u32| (self.points[i as usize], &self.entries[i as usize].entry_id);
+        let new = key(index);
+        // Page order: points descending, then ids descending.
+        let at = top.partition_point(|&i| key(i) > new);
+        if at < k {
+            top.insert(at, index);
+            top.truncate(k);
+        }
+        self.kept_top = Some((k, top));
     }
 
     /// The squad player points currently applied.
@@ -319,6 +364,39 @@ mod tests {
             state.add_entry(entry("e3", "a2")),
             Err(EntryError::ContestFull { .. })
         ));
+    }
+
+    #[test]
+    fn the_kept_first_rows_equal_a_full_pass_as_entries_arrive_and_points_move() {
+        for k in [1, 10, 100] {
+            let mut state = contest(5_000);
+            let mut seed = 7_u64;
+            let mut next = move |n: u64| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (seed >> 33) % n
+            };
+            let mut added = 0;
+            for round in 0..30 {
+                for _ in 0..100 {
+                    let captain = format!("a{}", next(10));
+                    // Ids of different lengths: id order is not index order.
+                    let id = format!("e{}", next(1_000_000));
+                    if state.add_entry(entry(&id, &captain)).is_ok() {
+                        added += 1;
+                    }
+                }
+                assert_eq!(state.top_kept(k), state.top(k), "round {round}, k {k}");
+                if round % 3 == 2 {
+                    let bump = next(30) as i32;
+                    state.update_players(|name| match name {
+                        "a0" => PlayerPoints(bump),
+                        "a3" => PlayerPoints(30 - bump),
+                        _ => PlayerPoints::ZERO,
+                    });
+                }
+            }
+            assert!(added > 2_000, "{added}");
+        }
     }
 
     #[test]

@@ -165,6 +165,40 @@ impl Histogram {
         }
     }
 
+    /// Moves many entries at once, each from its old points to its new:
+    /// the same as one [`Histogram::shift`] per move, with one ordered-map
+    /// update per bucket that changed instead of two per move (a ball moves
+    /// millions of a mega contest's entries between a few thousand buckets).
+    pub fn shift_all(&mut self, moves: impl IntoIterator<Item = (TeamPoints, TeamPoints)>) {
+        let mut delta: std::collections::HashMap<TeamPoints, i64, foldhash::fast::RandomState> =
+            std::collections::HashMap::default();
+        for (old, new) in moves {
+            if old != new {
+                *delta.entry(old).or_default() -= 1;
+                *delta.entry(new).or_default() += 1;
+            }
+        }
+        // Removals first, as `shift` refuses to move an entry that is not there.
+        let mut delta: Vec<(TeamPoints, i64)> =
+            delta.into_iter().filter(|(_, d)| *d != 0).collect();
+        delta.sort_unstable_by_key(|(_, d)| *d);
+        for (points, change) in delta {
+            if change < 0 {
+                let count = self.counts.get(&points).copied().unwrap_or(0);
+                let removed = count.min(change.unsigned_abs());
+                if removed == count {
+                    self.counts.remove(&points);
+                } else if let Some(held) = self.counts.get_mut(&points) {
+                    *held -= removed;
+                }
+                self.total -= removed;
+            } else {
+                *self.counts.entry(points).or_default() += change as u64;
+                self.total += change as u64;
+            }
+        }
+    }
+
     /// 1 + entries with strictly more points.
     pub fn rank_of(&self, points: TeamPoints) -> u64 {
         1 + self
@@ -196,6 +230,34 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn shifting_all_at_once_equals_shifting_one_by_one(
+            start in proptest::collection::vec(0_i64..20, 1..200),
+            moves in proptest::collection::vec((0_usize..200, 0_i64..20), 0..300),
+        ) {
+            let mut points: Vec<TeamPoints> = start.iter().map(|p| TeamPoints(*p)).collect();
+            let mut one_by_one = Histogram::from_points(points.clone());
+            let mut at_once = one_by_one.clone();
+            let mut pairs = Vec::new();
+            let mut moved = std::collections::HashSet::new();
+            for (index, new) in moves {
+                let index = index % points.len();
+                // A ball moves each entry once.
+                if !moved.insert(index) {
+                    continue;
+                }
+                let new = TeamPoints(new);
+                one_by_one.shift(points[index], new);
+                pairs.push((points[index], new));
+                points[index] = new;
+            }
+            at_once.shift_all(pairs);
+            proptest::prop_assert_eq!(&at_once, &one_by_one);
+            proptest::prop_assert_eq!(at_once, Histogram::from_points(points));
+        }
+    }
 
     fn pts(list: &[i64]) -> Vec<TeamPoints> {
         list.iter().map(|&p| TeamPoints(p)).collect()
