@@ -8,10 +8,24 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use leaderboard_testkit::free_port;
 use serde_json::Value;
+
+/// Holds the machine for one test at a time. These checks measure time:
+/// the harness's latencies beside wrk's, a stall's shape, a rate within 2%.
+/// Cargo runs a file's tests on parallel threads, and a 16-connection wrk or
+/// a Chromium beside a timed run takes the cores it measures with (one CI
+/// run saw the harness's p50 at 0.63 ms beside wrk's 0.06 ms, while the
+/// stall test's wrk ran).
+fn alone() -> MutexGuard<'static, ()> {
+    static MACHINE: Mutex<()> = Mutex::new(());
+    MACHINE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn loadtest() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_loadtest"));
@@ -141,6 +155,7 @@ fn stall(bare: &Bare, after: Duration) {
 
 #[test]
 fn open_loop_shows_a_stall_in_every_request_due_during_it_beside_wrk() {
+    let _alone = alone();
     let bare = Bare::start(200);
     let dir = tempfile::tempdir().unwrap();
     // 400 requests per second for 5 s; the target stops for 1 s at 2 s:
@@ -211,6 +226,7 @@ fn open_loop_shows_a_stall_in_every_request_due_during_it_beside_wrk() {
 
 #[test]
 fn the_rate_is_what_it_says_and_p50_agrees_with_wrk_at_the_same_rate() {
+    let _alone = alone();
     let bare = Bare::start(200);
     let dir = tempfile::tempdir().unwrap();
     let output = http_run(
@@ -236,13 +252,14 @@ fn the_rate_is_what_it_says_and_p50_agrees_with_wrk_at_the_same_rate() {
         "{table}"
     );
 
-    // wrk's closed loop on one connection, then the harness at half the rate
-    // wrk reached on one connection, which it keeps without a queue: their
-    // p50s are the target's service time, and agree within noise.
+    // wrk's closed loop on one connection, then the harness at a tenth of
+    // the rate wrk reached on one connection (at most 1000/s), which it
+    // keeps without a queue even on a slow or busy machine: their p50s are
+    // the target's service time, and agree within noise.
     let wrk_output = wrk(bare.port, "1", "3s").wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&wrk_output.stdout);
     let (wrk_rate, wrk_p50) = (wrk_rate(&text), wrk_percentile(&text, "50"));
-    let rate = (wrk_rate / 2.0).min(5000.0);
+    let rate = (wrk_rate / 10.0).min(1000.0);
     let dir = tempfile::tempdir().unwrap();
     let output = http_run(
         bare.port,
@@ -280,6 +297,7 @@ fn failed_clearly(output: &Output, kind: &str) -> String {
 
 #[test]
 fn bad_targets_give_clear_errors_and_nothing_hangs() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
 
     // Nothing listening.
@@ -398,6 +416,7 @@ fn chromium(args: &[&str], page: &Path) -> Output {
 
 #[test]
 fn two_half_rate_shards_merge_into_one_report_that_renders_in_chromium() {
+    let _alone = alone();
     let bare = Bare::start(200);
     let dir = tempfile::tempdir().unwrap();
     let shards: Vec<PathBuf> = (1..=2)
