@@ -41,6 +41,12 @@ pub fn contest_ranks_keys(contest: &ContestId) -> [String; 2] {
         format!("lb:c:{{{contest}}}:ranks:1"),
     ]
 }
+/// The meta's field, `1` while the two sorted sets hold the same members and
+/// scores: set by a small full write (both emptied and written whole; small
+/// writes change both alike), removed by a refresh's first write into one of
+/// them. A refresh that starts while it is set skips the `COPY` of one set
+/// into the other (one blocking command of seconds at 10M members).
+pub const RANKS_EQUAL: &str = "ranks_equal";
 pub fn contest_histogram_key(contest: &ContestId) -> String {
     format!("lb:c:{{{contest}}}:hist")
 }

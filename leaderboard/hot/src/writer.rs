@@ -379,6 +379,16 @@ impl HotWriter {
             &contest_meta_key(&update.contest_id),
             ["refresher".to_owned()],
         );
+        if update.full {
+            // Both sets were emptied and written whole, and later small writes
+            // change both alike: a refresh that starts from here need not
+            // copy one into the other (see `crate::refresh`).
+            write.op(
+                "HSET",
+                &contest_meta_key(&update.contest_id),
+                [RANKS_EQUAL.to_owned(), "1".to_owned()],
+            );
+        }
         self.add_notice(&mut write, update);
         write
             .invocation(Guard::of(update))
@@ -406,6 +416,8 @@ impl HotWriter {
             // read, at its version, until the refresh has rewritten the
             // other in full and switches to it.
             clear_contest(&mut write, &update.contest_id, false);
+            // The refresh rewrites the sets one after the other.
+            write.op("HDEL", &meta, [RANKS_EQUAL.to_owned()]);
         }
         add_summary(&mut write, update, false);
         write.op(

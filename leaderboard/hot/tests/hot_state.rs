@@ -225,6 +225,148 @@ async fn an_update_older_than_redis_holds_changes_nothing_in_small_and_large_mod
     assert_eq!(points, Some(40));
 }
 
+/// A change of some entries of `all` (the contest's points after it):
+/// `changed` are their indexes, `total` the entries held after it, and the
+/// histogram has every bucket of `before` and `all` (0 for an emptied one).
+fn change_update(
+    contest: &str,
+    version: u64,
+    before: &[TeamPoints],
+    all: &[TeamPoints],
+    changed: std::ops::Range<usize>,
+) -> ContestUpdate {
+    let mut update = contest_update(contest, all, version);
+    update.full = false;
+    let ranks: Vec<(EntryId, TeamPoints)> = update.ranks[changed.clone()].to_vec();
+    update.ranks = ranks.into();
+    update.users.retain(|(entry, _)| {
+        let index: usize = entry.as_str()[1..].parse().unwrap();
+        index >= before.len() && changed.contains(&index)
+    });
+    let mut histogram: std::collections::BTreeMap<TeamPoints, u64> =
+        before.iter().map(|p| (*p, 0)).collect();
+    for p in all {
+        *histogram.entry(*p).or_insert(0) += 1;
+    }
+    update.histogram = histogram.into_iter().collect();
+    update
+}
+
+/// Every row of the deep pages, at one `ranks_version`.
+async fn deep_rows(
+    connection: &mut hot::HotConnection,
+    contest_id: &ContestId,
+    total: usize,
+) -> (u64, Vec<TeamPoints>) {
+    let mut versions = std::collections::BTreeSet::new();
+    let mut points = Vec::new();
+    for offset in (0..total).step_by(1_000) {
+        let page = hot::read_page(connection, contest_id, offset, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        versions.insert(page.ranks_version);
+        points.extend(page.entries.iter().map(|row| row.points));
+    }
+    assert_eq!(versions.len(), 1, "one version throughout: {versions:?}");
+    (versions.pop_first().unwrap(), points)
+}
+
+fn descending(points: &[TeamPoints]) -> Vec<TeamPoints> {
+    let mut sorted = points.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted
+}
+
+/// A mega contest is written whole into both sorted sets while its entries
+/// arrive (each batch is small); its first ball then starts the background
+/// refresh. That refresh must not `COPY` one set into the other: they are
+/// equal already, and Redis copies a 10M-member set in one blocking command
+/// of seconds, which the next ball's write waits behind. After a refresh
+/// has written one set alone, a new writer (a restart) must still copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contest_written_whole_into_both_sets_starts_its_refresh_without_a_copy() {
+    let redis = Redis::start();
+    let contest = "twin";
+    let contest_id = ContestId::parse(contest).unwrap();
+    let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 3_000);
+    // Entries arrive in batches of 1,000, tied at 0: small writes.
+    let mut points: Vec<TeamPoints> = vec![TeamPoints(0); 1_000];
+    writer
+        .write(&[], &[contest_update(contest, &points, 1)])
+        .await
+        .unwrap();
+    for version in 2..=5 {
+        let before = points.clone();
+        points.extend(std::iter::repeat_n(TeamPoints(0), 1_000));
+        let update = change_update(
+            contest,
+            version,
+            &before,
+            &points,
+            before.len()..points.len(),
+        );
+        assert_eq!(
+            writer.write(&[], &[update]).await.unwrap(),
+            hot::Written::default()
+        );
+    }
+    let copies = redis.calls_of("COPY");
+    // The first ball moves every entry: a large write, then the refresh.
+    let before = points.clone();
+    points = (0..5_000).map(|i| TeamPoints((i * 7) % 300)).collect();
+    let ball = change_update(contest, 6, &before, &points, 0..5_000);
+    assert_eq!(
+        writer.write(&[], &[ball]).await.unwrap(),
+        hot::Written::default()
+    );
+    writer.ranks_caught_up(&contest_id, 6).await;
+    assert_eq!(
+        redis.calls_of("COPY"),
+        copies,
+        "the refresh copied a sorted set that equals the other"
+    );
+    let mut connection = writer.connection();
+    assert_eq!(
+        deep_rows(&mut connection, &contest_id, 5_000).await,
+        (6, descending(&points))
+    );
+
+    // A restarted writer's first ball: the sets differ now (the refresh
+    // wrote one of them alone), so its refresh copies the one readers read.
+    let mut restarted = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 3_000);
+    let before = points.clone();
+    points = (0..5_000).map(|i| TeamPoints((i * 11) % 400)).collect();
+    let ball = change_update(contest, 7, &before, &points, 0..5_000);
+    assert_eq!(
+        restarted.write(&[], &[ball]).await.unwrap(),
+        hot::Written::default()
+    );
+    restarted.ranks_caught_up(&contest_id, 7).await;
+    assert_eq!(
+        redis.calls_of("COPY"),
+        copies + 1,
+        "the restart's refresh copies"
+    );
+    assert_eq!(
+        deep_rows(&mut connection, &contest_id, 5_000).await,
+        (7, descending(&points))
+    );
+    // And the next ball, on the set it did not copy into.
+    let before = points.clone();
+    points = (0..5_000).map(|i| TeamPoints((i * 13) % 350)).collect();
+    let ball = change_update(contest, 8, &before, &points, 0..5_000);
+    assert_eq!(
+        restarted.write(&[], &[ball]).await.unwrap(),
+        hot::Written::default()
+    );
+    restarted.ranks_caught_up(&contest_id, 8).await;
+    assert_eq!(
+        deep_rows(&mut connection, &contest_id, 5_000).await,
+        (8, descending(&points))
+    );
+}
+
 /// A rebuild of a large contest (a full write, as a restarted replica makes)
 /// keeps its deep pages at the version they were ranked at until the refresh
 /// has rewritten the other sorted set: their version never goes back, and

@@ -275,6 +275,22 @@ impl Redis {
             .expect("a master serves every slot")
     }
 
+    /// How many times Redis has run `command` (from scripts too), summed
+    /// over the masters: `INFO commandstats`' `calls`.
+    pub fn calls_of(&self, command: &str) -> u64 {
+        let field = format!("cmdstat_{}:calls=", command.to_lowercase());
+        self.master_ports()
+            .into_iter()
+            .map(|port| {
+                Redis::node_info(port, "INFO", "commandstats")
+                    .lines()
+                    .find_map(|line| line.strip_prefix(&field))
+                    .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
     /// Kills every node (an outage: every key is lost).
     pub fn kill(&mut self) {
         for (child, _) in &mut self.nodes {
