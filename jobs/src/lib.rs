@@ -31,8 +31,8 @@ pub struct EngineArgs {
     /// How long a recompute waits for Redis to reach the stored version
     /// before it reports the live state `behind` instead of comparing; a
     /// mega contest's deep ranks trail its version by seconds (`30s`, `2m`, …).
-    #[arg(long, env = "RECONCILE_WAIT", default_value = "120s", value_parser = humantime::parse_duration)]
-    pub reconcile_wait: std::time::Duration,
+    #[arg(long, env = "RECONCILE_WAIT", default_value_t = recompute::DEFAULT_CATCH_UP.into())]
+    pub reconcile_wait: humantime::Duration,
 }
 
 impl EngineArgs {

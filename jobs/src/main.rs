@@ -179,7 +179,7 @@ async fn recompute(args: RecomputeArgs) -> Result<(), CliError> {
         redis,
         rules,
         engine: args.engine.options(),
-        catch_up: args.engine.reconcile_wait,
+        catch_up: args.engine.reconcile_wait.into(),
     };
     let terminal = std::io::stderr().is_terminal();
     let count = contests.len();

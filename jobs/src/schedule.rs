@@ -84,7 +84,7 @@ pub async fn run(args: ScheduleArgs, shutdown: CancellationToken) -> anyhow::Res
         redis: Some(connection.clone()),
         rules,
         engine: args.engine.options(),
-        catch_up: args.engine.reconcile_wait,
+        catch_up: args.engine.reconcile_wait.into(),
     };
 
     let listener = tokio::net::TcpListener::bind(args.http_addr)

@@ -178,11 +178,12 @@ impl Histogram {
                 *delta.entry(new).or_default() += 1;
             }
         }
-        // Removals first, as `shift` refuses to move an entry that is not there.
-        let mut delta: Vec<(TeamPoints, i64)> =
-            delta.into_iter().filter(|(_, d)| *d != 0).collect();
-        delta.sort_unstable_by_key(|(_, d)| *d);
+        // One net change per bucket, and buckets are independent: the order
+        // they are applied in does not matter.
         for (points, change) in delta {
+            if change == 0 {
+                continue;
+            }
             if change < 0 {
                 let count = self.counts.get(&points).copied().unwrap_or(0);
                 let removed = count.min(change.unsigned_abs());
