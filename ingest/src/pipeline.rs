@@ -495,11 +495,8 @@ impl Pipeline {
                 .store
                 .contest_versions
                 .push((contest_id.clone(), state.version));
-            let mut buckets: HashSet<TeamPoints, foldhash::fast::RandomState> = HashSet::default();
             let mut ranks = Vec::with_capacity(delta.moved.len() + delta.new_entries.len());
-            for &Moved { index, before } in &delta.moved {
-                buckets.insert(before);
-                buckets.insert(state.points[index as usize]);
+            for &Moved { index, .. } in &delta.moved {
                 ranks.push((
                     state.entries[index as usize].entry_id.clone(),
                     state.points[index as usize],
@@ -509,7 +506,6 @@ impl Pipeline {
             let mut teams = Vec::with_capacity(delta.new_entries.len());
             for &index in &delta.new_entries {
                 let entry = &state.entries[index as usize];
-                buckets.insert(state.points[index as usize]);
                 users.push((entry.entry_id.clone(), entry.user_id.clone()));
                 teams.push((entry.entry_id.clone(), encode_team(&entry.team)));
                 if delta
@@ -538,7 +534,10 @@ impl Pipeline {
                 },
                 player_points: state.player_points().iter().map(|p| p.0).collect(),
                 histogram: {
-                    let mut histogram: Vec<(TeamPoints, u64)> = buckets
+                    // Every bucket an entry entered or left since the last
+                    // change, as the contest state gathered them.
+                    let mut histogram: Vec<(TeamPoints, u64)> = state
+                        .take_touched()
                         .into_iter()
                         .map(|p| (p, state.histogram.count_of(p)))
                         .collect();

@@ -94,6 +94,8 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
         .query_async::<Option<u64>>(&mut connection)
         .await?
         .unwrap_or(0);
+    // Each ball's notice latency in order, so that a worst ball can be found.
+    let mut per_ball: Vec<u64> = Vec::new();
     for (position, event) in events.iter().enumerate() {
         let payload = serde_json::to_vec(event)?;
         let started = Instant::now();
@@ -123,6 +125,7 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
         // The lineup only sets the scene.
         if position >= scene {
             latencies.record(started.elapsed().as_micros() as u64)?;
+            per_ball.push(started.elapsed().as_millis() as u64);
         }
         if args.deep {
             // The refresh's own notice comes with the switch; polling the
@@ -156,7 +159,7 @@ pub async fn notice_latency(args: NoticeLatencyArgs) -> anyhow::Result<()> {
         "{}",
         json!({"contest": args.contest, "entries": total, "balls": args.balls,
                "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": latencies.max() as f64 / 1000.0,
-               "deep_pages": deep})
+               "deep_pages": deep, "per_ball_ms": per_ball})
     );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Contests and their entries: the `contest-entries` messages, and a contest's
 //! live state (team points of every entry, the points histogram, the version).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,10 @@ pub struct ContestState {
     /// entries are added (each new entry is placed into it), dropped when
     /// points move: see [`ContestState::top_kept`].
     kept_top: Option<(usize, Vec<u32>)>,
+    /// The histogram's buckets touched since [`ContestState::take_touched`]
+    /// (a new entry's, each moved entry's old and new): the ones a change of
+    /// the contest rewrites, gathered once per bucket rather than per entry.
+    touched: HashSet<TeamPoints, foldhash::fast::RandomState>,
 }
 
 impl ContestState {
@@ -135,6 +139,7 @@ impl ContestState {
             version: 0,
             table,
             kept_top: None,
+            touched: HashSet::default(),
         }
     }
 
@@ -186,6 +191,7 @@ impl ContestState {
         });
         self.points.push(points);
         self.histogram.add(points);
+        self.touched.insert(points);
         self.keep_in_top(self.entries.len() as u32 - 1);
         Ok(Added::New(points))
     }
@@ -212,12 +218,19 @@ impl ContestState {
             }
         }
         let points = &self.points;
-        self.histogram.shift_all(
+        let touched = self.histogram.shift_all(
             moved
                 .iter()
                 .map(|entry| (entry.before, points[entry.index as usize])),
         );
+        self.touched.extend(touched);
         moved
+    }
+
+    /// The histogram's buckets touched since the last call, each once: a
+    /// change of the contest writes their counts.
+    pub fn take_touched(&mut self) -> Vec<TeamPoints> {
+        self.touched.drain().collect()
     }
 
     /// The indexes of the first `k` entries in page order: points

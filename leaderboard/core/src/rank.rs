@@ -169,7 +169,11 @@ impl Histogram {
     /// the same as one [`Histogram::shift`] per move, with one ordered-map
     /// update per bucket that changed instead of two per move (a ball moves
     /// millions of a mega contest's entries between a few thousand buckets).
-    pub fn shift_all(&mut self, moves: impl IntoIterator<Item = (TeamPoints, TeamPoints)>) {
+    /// Returns the buckets the moves touched (left or entered).
+    pub fn shift_all(
+        &mut self,
+        moves: impl IntoIterator<Item = (TeamPoints, TeamPoints)>,
+    ) -> Vec<TeamPoints> {
         let mut delta: std::collections::HashMap<TeamPoints, i64, foldhash::fast::RandomState> =
             std::collections::HashMap::default();
         for (old, new) in moves {
@@ -180,7 +184,9 @@ impl Histogram {
         }
         // One net change per bucket, and buckets are independent: the order
         // they are applied in does not matter.
+        let mut touched = Vec::with_capacity(delta.len());
         for (points, change) in delta {
+            touched.push(points);
             if change == 0 {
                 continue;
             }
@@ -198,6 +204,7 @@ impl Histogram {
                 self.total += change as u64;
             }
         }
+        touched
     }
 
     /// 1 + entries with strictly more points.
@@ -254,7 +261,16 @@ mod tests {
                 pairs.push((points[index], new));
                 points[index] = new;
             }
-            at_once.shift_all(pairs);
+            let mut expected_touched: Vec<TeamPoints> = pairs
+                .iter()
+                .filter(|(old, new)| old != new)
+                .flat_map(|(old, new)| [*old, *new])
+                .collect();
+            expected_touched.sort_unstable();
+            expected_touched.dedup();
+            let mut touched = at_once.shift_all(pairs);
+            touched.sort_unstable();
+            proptest::prop_assert_eq!(touched, expected_touched);
             proptest::prop_assert_eq!(&at_once, &one_by_one);
             proptest::prop_assert_eq!(at_once, Histogram::from_points(points));
         }
