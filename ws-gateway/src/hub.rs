@@ -231,6 +231,9 @@ impl Hub {
             entry,
             lane: Handle::current(),
         };
+        // Before the fan-outs can see the member: their states may then
+        // reach the outbox ahead of the snapshot below, and go out as one.
+        outbox.open(contest_id);
         let new_room = {
             let mut rooms = self.rooms();
             let new_room = !rooms.contains_key(contest_id);

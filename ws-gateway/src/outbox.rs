@@ -190,27 +190,41 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Makes room for a contest's states (a subscription begins). Until then,
+    /// and once [`Outbox::remove`]d, its states are dropped: a fan-out that
+    /// gathered its members before the client unsubscribed sends it nothing
+    /// after the acknowledgement.
+    pub fn open(&self, contest_id: &ContestId) {
+        let mut state = self.state.lock().expect("outbox lock");
+        if !state.slots.iter().any(|s| &s.contest_id == contest_id) {
+            state.slots.push(Slot {
+                contest_id: contest_id.clone(),
+                sent: None,
+                pending: None,
+            });
+        }
+    }
+
     /// Leaves `pending` as the contest's next frame unless the client already
-    /// has it or something newer. Returns whether an unsent state was
-    /// replaced, or `None` when `pending` was dropped.
+    /// has it or something newer, or the contest is not [`Outbox::open`].
+    /// The first state of a contest goes out as a `snapshot`. Returns whether
+    /// an unsent state was replaced, or `None` when `pending` was dropped.
     pub fn push_state(&self, contest_id: &ContestId, mut pending: Pending) -> Option<bool> {
         let mut state = self.state.lock().expect("outbox lock");
-        let index = match state.slots.iter().position(|s| &s.contest_id == contest_id) {
-            Some(index) => index,
-            None => {
-                state.slots.push(Slot {
-                    contest_id: contest_id.clone(),
-                    sent: None,
-                    pending: None,
-                });
-                state.slots.len() - 1
+        let slot = state
+            .slots
+            .iter_mut()
+            .find(|s| &s.contest_id == contest_id)?;
+        match slot.sent {
+            Some(sent) => {
+                if pending.version < sent
+                    || (pending.version == sent && pending.kind == Kind::Update)
+                {
+                    return None;
+                }
             }
-        };
-        let slot = &mut state.slots[index];
-        if let Some(sent) = slot.sent {
-            if pending.version < sent || (pending.version == sent && pending.kind == Kind::Update) {
-                return None;
-            }
+            // The client has nothing of this contest yet.
+            None => pending.kind = Kind::Snapshot,
         }
         let mut conflated = false;
         if let Some(old) = &slot.pending {
@@ -232,17 +246,12 @@ impl Outbox {
         Some(conflated)
     }
 
-    /// Records that the client holds `version` without a frame (a resumed
-    /// subscription that was already up to date).
+    /// Records that the client holds `version` of an open contest without a
+    /// frame (a resumed subscription that was already up to date).
     pub fn mark_sent(&self, contest_id: &ContestId, version: Stamp) {
         let mut state = self.state.lock().expect("outbox lock");
-        match state.slots.iter_mut().find(|s| &s.contest_id == contest_id) {
-            Some(slot) => slot.sent = Some(version),
-            None => state.slots.push(Slot {
-                contest_id: contest_id.clone(),
-                sent: Some(version),
-                pending: None,
-            }),
+        if let Some(slot) = state.slots.iter_mut().find(|s| &s.contest_id == contest_id) {
+            slot.sent = Some(version);
         }
     }
 
@@ -325,6 +334,7 @@ mod tests {
     fn a_slow_client_gets_the_latest_state_as_a_snapshot() {
         let outbox = Outbox::new(4);
         let contest = ContestId::parse("c1").unwrap();
+        outbox.open(&contest);
         assert_eq!(
             outbox.push_state(&contest, state(1, Kind::Update)),
             Some(false)
@@ -345,6 +355,7 @@ mod tests {
     fn older_or_already_sent_states_are_dropped() {
         let outbox = Outbox::new(4);
         let contest = ContestId::parse("c1").unwrap();
+        outbox.open(&contest);
         outbox.push_state(&contest, state(5, Kind::Snapshot));
         outbox.push_state(&contest, state(4, Kind::Update));
         let frame = parsed(outbox.pop().unwrap());
@@ -363,9 +374,39 @@ mod tests {
     }
 
     #[test]
+    fn a_contest_the_client_left_gets_no_more_states() {
+        // A fan-out that gathered its members before the client unsubscribed
+        // may still hand over a state after the acknowledgement.
+        let outbox = Outbox::new(4);
+        let contest = ContestId::parse("c1").unwrap();
+        outbox.open(&contest);
+        outbox.push_state(&contest, state(1, Kind::Snapshot));
+        outbox.pop().unwrap();
+        outbox.remove(&contest);
+        outbox.push_control(crate::protocol::unsubscribed("c1"));
+        assert_eq!(parsed(outbox.pop().unwrap())["type"], "unsubscribed");
+        assert_eq!(outbox.push_state(&contest, state(2, Kind::Update)), None);
+        assert_eq!(
+            outbox.deliver(&contest, state(3, Kind::Update)),
+            Delivery::Dropped
+        );
+        assert!(outbox.pop().is_none(), "nothing after the unsubscribe ack");
+        // Nor before a subscription opens it.
+        let other = ContestId::parse("c2").unwrap();
+        assert_eq!(outbox.push_state(&other, state(1, Kind::Update)), None);
+        outbox.open(&other);
+        assert_eq!(
+            outbox.push_state(&other, state(1, Kind::Update)),
+            Some(false)
+        );
+        assert_eq!(parsed(outbox.pop().unwrap())["type"], "snapshot");
+    }
+
+    #[test]
     fn control_frames_are_bounded_and_go_first() {
         let outbox = Outbox::new(2);
         let contest = ContestId::parse("c1").unwrap();
+        outbox.open(&contest);
         outbox.push_state(&contest, state(1, Kind::Update));
         outbox.push_control(crate::protocol::pong());
         outbox.push_control(crate::protocol::pong());
@@ -374,7 +415,8 @@ mod tests {
         assert!(outbox.overflowed());
         assert_eq!(parsed(outbox.pop().unwrap())["type"], "pong");
         assert_eq!(parsed(outbox.pop().unwrap())["type"], "pong");
-        assert_eq!(parsed(outbox.pop().unwrap())["type"], "update");
+        // A contest's first state is its snapshot.
+        assert_eq!(parsed(outbox.pop().unwrap())["type"], "snapshot");
     }
 
     #[tokio::test]
@@ -383,12 +425,18 @@ mod tests {
         let (wire, mut client) = crate::wire::pair().await;
         let outbox = Outbox::with_wire(4, wire);
         let contest = ContestId::parse("c1").unwrap();
-        // The first state of a subscription goes through the session.
+        outbox.open(&contest);
+        // The first state of a subscription goes through the session, as
+        // a snapshot.
         assert_eq!(
             outbox.deliver(&contest, state(1, Kind::Update)),
             Delivery::Queued
         );
-        assert_eq!(parsed(outbox.pop().unwrap())["version"], 1);
+        let first = parsed(outbox.pop().unwrap());
+        assert_eq!(
+            (first["type"].as_str(), first["version"].as_u64()),
+            (Some("snapshot"), Some(1))
+        );
         assert!(outbox.pop().is_none());
         // Caught up: straight in, nothing left for the session.
         let second = state(2, Kind::Update);
@@ -431,6 +479,8 @@ mod tests {
         let outbox = Outbox::new(2);
         let a = ContestId::parse("a").unwrap();
         let b = ContestId::parse("b").unwrap();
+        outbox.open(&a);
+        outbox.open(&b);
         outbox.push_state(&a, state(1, Kind::Update));
         outbox.push_state(&b, state(1, Kind::Update));
         outbox.pop().unwrap();

@@ -294,8 +294,8 @@ impl Session {
                     Err(error) => {
                         if known {
                             self.subscriptions.retain(|c| c != &request.contest_id);
-                            self.outbox.remove(&request.contest_id);
                         }
+                        self.outbox.remove(&request.contest_id);
                         self.error(&error, Some(contest));
                     }
                 }
