@@ -278,6 +278,32 @@ fn descending(points: &[TeamPoints]) -> Vec<TeamPoints> {
     sorted
 }
 
+/// A ball that moves every entry of a large contest to `(i * step) % modulo`:
+/// written as one change, its refresh waited for, its deep pages checked.
+async fn move_everyone(
+    writer: &mut HotWriter,
+    contest_id: &ContestId,
+    version: u64,
+    points: &mut Vec<TeamPoints>,
+    (step, modulo): (i64, i64),
+) {
+    let before = std::mem::take(points);
+    *points = (0..before.len() as i64)
+        .map(|i| TeamPoints((i * step) % modulo))
+        .collect();
+    let ball = change_update(contest_id.as_str(), version, &before, points, 0..before.len());
+    assert_eq!(
+        writer.write(&[], &[ball]).await.unwrap(),
+        hot::Written::default()
+    );
+    writer.ranks_caught_up(contest_id, version).await;
+    let mut connection = writer.connection();
+    assert_eq!(
+        deep_rows(&mut connection, contest_id, before.len()).await,
+        (version, descending(points))
+    );
+}
+
 /// A mega contest is written whole into both sorted sets while its entries
 /// arrive (each batch is small); its first ball then starts the background
 /// refresh. That refresh must not `COPY` one set into the other: they are
@@ -313,58 +339,24 @@ async fn a_contest_written_whole_into_both_sets_starts_its_refresh_without_a_cop
     }
     let copies = redis.calls_of("COPY");
     // The first ball moves every entry: a large write, then the refresh.
-    let before = points.clone();
-    points = (0..5_000).map(|i| TeamPoints((i * 7) % 300)).collect();
-    let ball = change_update(contest, 6, &before, &points, 0..5_000);
-    assert_eq!(
-        writer.write(&[], &[ball]).await.unwrap(),
-        hot::Written::default()
-    );
-    writer.ranks_caught_up(&contest_id, 6).await;
+    move_everyone(&mut writer, &contest_id, 6, &mut points, (7, 300)).await;
     assert_eq!(
         redis.calls_of("COPY"),
         copies,
         "the refresh copied a sorted set that equals the other"
     );
-    let mut connection = writer.connection();
-    assert_eq!(
-        deep_rows(&mut connection, &contest_id, 5_000).await,
-        (6, descending(&points))
-    );
 
     // A restarted writer's first ball: the sets differ now (the refresh
     // wrote one of them alone), so its refresh copies the one readers read.
     let mut restarted = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 3_000);
-    let before = points.clone();
-    points = (0..5_000).map(|i| TeamPoints((i * 11) % 400)).collect();
-    let ball = change_update(contest, 7, &before, &points, 0..5_000);
-    assert_eq!(
-        restarted.write(&[], &[ball]).await.unwrap(),
-        hot::Written::default()
-    );
-    restarted.ranks_caught_up(&contest_id, 7).await;
+    move_everyone(&mut restarted, &contest_id, 7, &mut points, (11, 400)).await;
     assert_eq!(
         redis.calls_of("COPY"),
         copies + 1,
         "the restart's refresh copies"
     );
-    assert_eq!(
-        deep_rows(&mut connection, &contest_id, 5_000).await,
-        (7, descending(&points))
-    );
     // And the next ball, on the set it did not copy into.
-    let before = points.clone();
-    points = (0..5_000).map(|i| TeamPoints((i * 13) % 350)).collect();
-    let ball = change_update(contest, 8, &before, &points, 0..5_000);
-    assert_eq!(
-        restarted.write(&[], &[ball]).await.unwrap(),
-        hot::Written::default()
-    );
-    restarted.ranks_caught_up(&contest_id, 8).await;
-    assert_eq!(
-        deep_rows(&mut connection, &contest_id, 5_000).await,
-        (8, descending(&points))
-    );
+    move_everyone(&mut restarted, &contest_id, 8, &mut points, (13, 350)).await;
 }
 
 /// A rebuild of a large contest (a full write, as a restarted replica makes)
@@ -410,33 +402,20 @@ async fn a_rebuild_never_moves_deep_pages_back() {
     }
 
     restarted.ranks_caught_up(&contest_id, 6).await;
-    let all_rows = |connection: hot::HotConnection| {
-        let contest_id = contest_id.clone();
-        async move {
-            let mut connection = connection;
-            let mut versions = std::collections::BTreeSet::new();
-            let mut points = Vec::new();
-            for offset in (0..20_000).step_by(1_000) {
-                let page = hot::read_page(&mut connection, &contest_id, offset, 1_000)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                versions.insert(page.ranks_version);
-                points.extend(page.entries.iter().map(|row| row.points));
-            }
-            assert_eq!(versions.len(), 1, "one version throughout: {versions:?}");
-            (versions.pop_first().unwrap(), points)
-        }
-    };
-    let mut sorted = rebuilt.clone();
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
-    assert_eq!(all_rows(restarted.connection()).await, (6, sorted.clone()));
+    let sorted = descending(&rebuilt);
+    assert_eq!(
+        deep_rows(&mut connection, &contest_id, 20_000).await,
+        (6, sorted.clone())
+    );
     // The next ball moves readers to the other set, rewritten in full too.
     let mut change = contest_update("rebuilt", &rebuilt, 7);
     change.full = false;
     restarted.write(&[], &[change]).await.unwrap();
     restarted.ranks_caught_up(&contest_id, 7).await;
-    assert_eq!(all_rows(restarted.connection()).await, (7, sorted));
+    assert_eq!(
+        deep_rows(&mut connection, &contest_id, 20_000).await,
+        (7, sorted)
+    );
 }
 
 /// The recompute reads the live version alone with an empty chunk: that must
