@@ -291,7 +291,13 @@ async fn move_everyone(
     *points = (0..before.len() as i64)
         .map(|i| TeamPoints((i * step) % modulo))
         .collect();
-    let ball = change_update(contest_id.as_str(), version, &before, points, 0..before.len());
+    let ball = change_update(
+        contest_id.as_str(),
+        version,
+        &before,
+        points,
+        0..before.len(),
+    );
     assert_eq!(
         writer.write(&[], &[ball]).await.unwrap(),
         hot::Written::default()
