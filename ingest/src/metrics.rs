@@ -138,6 +138,21 @@ pub static OWNED_PARTITIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+pub static ASSIGNED_PARTITIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "ingest_assigned_partitions",
+                "partitions of each topic this replica's consumers hold: the router's of \
+                 match-events and contest-entries, the scorer's of ingest-by-match \
+                 (a replica whose router holds none routes nothing)",
+            ),
+            &["topic"],
+        )
+        .unwrap(),
+    )
+});
+
 pub static STALE_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
     register(
         IntCounter::new(
@@ -168,5 +183,12 @@ pub fn init() {
     LazyLock::force(&REBUILDS);
     LazyLock::force(&ROUTED);
     LazyLock::force(&OWNED_PARTITIONS);
+    for topic in [
+        crate::topics::MATCH_EVENTS,
+        crate::topics::CONTEST_ENTRIES,
+        crate::topics::BY_MATCH,
+    ] {
+        ASSIGNED_PARTITIONS.with_label_values(&[topic]);
+    }
     LazyLock::force(&STALE_REFUSED);
 }

@@ -135,6 +135,16 @@ impl ConsumerContext for IngestContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(?rebalance, "rebalance done");
+        let (partitions, step) = match rebalance {
+            Rebalance::Assign(partitions) => (partitions, 1),
+            Rebalance::Revoke(partitions) => (partitions, -1),
+            Rebalance::Error(_) => return,
+        };
+        for element in partitions.elements() {
+            metrics::ASSIGNED_PARTITIONS
+                .with_label_values(&[element.topic()])
+                .add(step);
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest::replay::ReplayArgs;
+use ingest::topics;
 use leaderboard_core::contest::{ContestRecord, EntryRecord};
 use leaderboard_core::cricsheet::{match_id_from_path, CricsheetMatch};
 use leaderboard_core::rank::ranks_by_sort;
@@ -489,7 +490,26 @@ fn kill_9_at_random_points_loses_nothing_and_counts_nothing_twice() {
         });
         ingest.take().unwrap().kill();
         eprintln!("kill -9 number {} at seq {point}", kill + 1);
-        ingest = Some(Ingest::start(&broker, &redis, work.path(), STATIC_MEMBER));
+        let restarted = Ingest::start(&broker, &redis, work.path(), STATIC_MEMBER);
+        // The next kill waits until this replica's router and scorer hold
+        // their partitions: tansu can leave a static member that replaces
+        // one killed mid-join without partitions for minutes (it expires
+        // members lazily), and a router holding none routes nothing.
+        wait_until(120, "the restarted replica to hold its partitions", || {
+            [
+                topics::MATCH_EVENTS,
+                topics::CONTEST_ENTRIES,
+                topics::BY_MATCH,
+            ]
+            .iter()
+            .all(|topic| {
+                metric(
+                    restarted.admin_port,
+                    &format!("ingest_assigned_partitions{{topic=\"{topic}\"}} "),
+                ) == 3.0
+            })
+        });
+        ingest = Some(restarted);
     }
     rt.block_on(replay).unwrap().unwrap();
     wait_for_match_end(&redis, &match_id, last_seq, 60);
