@@ -552,6 +552,12 @@ async fn score(
             .filter(|m| m.topic == topics::MATCH_EVENTS)
             .filter_map(|m| m.produced_ms)
             .collect();
+        // A ball goes first: the background refreshes of deep pages wait
+        // until it is scored and written.
+        let _ball = batch
+            .iter()
+            .any(|m| m.topic == topics::MATCH_EVENTS)
+            .then(|| hot.yield_to_ball());
         let (returned, _, effects) = apply_batch(pipeline, batch).await.map_err(Stop::Failed)?;
         pipeline = returned;
         write_effects(store, &pipeline, hot, &clients.producer, effects, retrier).await?;

@@ -454,6 +454,13 @@ impl HotWriter {
         self.refreshes.caught_up(contest, version).await;
     }
 
+    /// Holds back the background refreshes of this writer (and its clones)
+    /// until the guard drops: taken while a ball is scored and written, so
+    /// that neither its Redis writes nor its CPU wait behind a refresh.
+    pub fn yield_to_ball(&self) -> crate::refresh::BallInFlight {
+        self.refreshes.yield_to_ball()
+    }
+
     /// Waits until the sorted sets of every contest this writer refreshes in
     /// the background hold the latest version written: what a process that
     /// writes contests and exits (a bulk load) waits for before it exits.

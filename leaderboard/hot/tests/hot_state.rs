@@ -365,6 +365,43 @@ async fn a_contest_written_whole_into_both_sets_starts_its_refresh_without_a_cop
     move_everyone(&mut restarted, &contest_id, 8, &mut points, (13, 350)).await;
 }
 
+/// While a ball is scored and written, the background refresh of deep pages
+/// sends nothing (the ball's writes never wait behind it); it catches up
+/// once the ball is out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ball_in_flight_holds_back_the_refresh_until_it_is_written() {
+    let redis = Redis::start();
+    let contest_id = ContestId::parse("held").unwrap();
+    let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), 1_000);
+    let before: Vec<TeamPoints> = (0..5_000).map(|i| TeamPoints(i % 300)).collect();
+    writer
+        .write(&[], &[contest_update("held", &before, 1)])
+        .await
+        .unwrap();
+    writer.ranks_caught_up(&contest_id, 1).await;
+    let mut connection = writer.connection();
+
+    let ball = writer.yield_to_ball();
+    let points: Vec<TeamPoints> = (0..5_000).map(|i| TeamPoints((i * 7) % 300)).collect();
+    let update = change_update("held", 2, &before, &points, 0..5_000);
+    assert_eq!(
+        writer.write(&[], &[update]).await.unwrap(),
+        hot::Written::default()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        deep_rows(&mut connection, &contest_id, 5_000).await,
+        (1, descending(&before)),
+        "no refresh while the ball is in flight"
+    );
+    drop(ball);
+    writer.ranks_caught_up(&contest_id, 2).await;
+    assert_eq!(
+        deep_rows(&mut connection, &contest_id, 5_000).await,
+        (2, descending(&points))
+    );
+}
+
 /// A rebuild of a large contest (a full write, as a restarted replica makes)
 /// keeps its deep pages at the version they were ranked at until the refresh
 /// has rewritten the other sorted set: their version never goes back, and
