@@ -668,12 +668,14 @@ fn full_update(state: &ContestState) -> ContestUpdate {
         name: state.record.name.clone(),
         version: state.version,
         total: state.total(),
-        ranks: state
-            .entries
-            .iter()
-            .zip(&state.points)
-            .map(|(entry, points)| (entry.entry_id.clone(), *points))
-            .collect(),
+        ranks: std::sync::Arc::new(
+            state
+                .entries
+                .iter()
+                .zip(&state.points)
+                .map(|(entry, points)| (entry.entry_id.clone(), *points))
+                .collect(),
+        ),
         users: state
             .entries
             .iter()

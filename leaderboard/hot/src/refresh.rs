@@ -257,7 +257,7 @@ impl Refresh {
 
 /// One ball's moved entries (or a full write's every entry), each once,
 /// shared with the writer's update: queuing them copies nothing.
-pub(crate) type Moves = Arc<[(EntryId, TeamPoints)]>;
+pub(crate) type Moves = crate::writer::Ranks;
 
 /// The moves one sorted set lacks, as queued, oldest first. Queuing a ball
 /// is one reference count on the ball path; the refresh task conflates them
@@ -618,10 +618,12 @@ mod tests {
     use super::*;
 
     fn moves(pairs: &[(&str, i64)]) -> Moves {
-        pairs
-            .iter()
-            .map(|(entry, points)| (EntryId::parse(entry).unwrap(), TeamPoints(*points)))
-            .collect()
+        Arc::new(
+            pairs
+                .iter()
+                .map(|(entry, points)| (EntryId::parse(entry).unwrap(), TeamPoints(*points)))
+                .collect(),
+        )
     }
 
     /// What a sorted set holds once the conflated moves are written in
@@ -640,9 +642,11 @@ mod tests {
             .map(|i| EntryId::parse(&format!("e{i}")).unwrap())
             .collect();
         let ball = |points: i64, of: &[usize]| -> Moves {
-            of.iter()
-                .map(|&i| (ids[i].clone(), TeamPoints(points + i as i64)))
-                .collect()
+            Arc::new(
+                of.iter()
+                    .map(|&i| (ids[i].clone(), TeamPoints(points + i as i64)))
+                    .collect(),
+            )
         };
         let mut pending = Pending::default();
         pending.push(&ball(10, &[0, 1, 2]));
