@@ -130,10 +130,15 @@ impl Redis {
         redis
     }
 
-    fn cluster_settings(port: u16) -> Vec<String> {
+    /// `bus` is the node's cluster bus port: by default Redis takes the
+    /// client port plus 10,000, which fails above 55,535 (a third of the
+    /// ports a free-port lookup gives here) and may be taken by anything.
+    fn cluster_settings(port: u16, bus: u16) -> Vec<String> {
         vec![
             "--cluster-enabled".into(),
             "yes".into(),
+            "--cluster-port".into(),
+            bus.to_string(),
             "--cluster-config-file".into(),
             format!("nodes-{port}.conf"),
             "--cluster-node-timeout".into(),
@@ -151,7 +156,7 @@ impl Redis {
         let (_, replicas) = self.cluster.expect("a cluster");
         for &port in ports {
             let _ = std::fs::remove_file(self.dir.path().join(format!("nodes-{port}.conf")));
-            let settings = Redis::cluster_settings(port);
+            let settings = Redis::cluster_settings(port, free_port());
             let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
             let child = Redis::spawn(port, self.dir.path(), &settings);
             self.nodes.push((child, port));
@@ -829,5 +834,32 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Free ports above 55,535, where a node's default bus port (its port
+    /// plus 10,000) does not exist.
+    fn high_free_ports(count: usize) -> Vec<u16> {
+        (56_000..65_000)
+            .filter(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .take(count)
+            .collect()
+    }
+
+    #[test]
+    fn a_cluster_forms_on_ports_above_55535() {
+        let ports = high_free_ports(3);
+        let mut redis = Redis {
+            nodes: Vec::new(),
+            port: ports[0],
+            cluster: Some((3, 0)),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.form_cluster(&ports);
+        assert_eq!(redis.master_ports().len(), 3);
     }
 }
