@@ -31,9 +31,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Run(_) = &cli.command {
-        keep_freed_memory();
-    }
     if let Command::Score(args) = &cli.command {
         return finish(score::run(args));
     }
@@ -52,28 +49,6 @@ fn main() -> ExitCode {
         }
     });
     finish(outcome.map_err(CliError::Failure))
-}
-
-/// `ingest run` builds buffers of hundreds of megabytes for every ball of a
-/// mega contest (the moved entries, the update's ranks, the refresh's
-/// conflation), and frees them once written. glibc serves any allocation
-/// over 32 MB with its own `mmap` and unmaps it when freed, so every ball
-/// faulted those pages in afresh and the kernel zeroed them: at 10M entries
-/// that zeroing was a third of ingest's CPU (`perf`, docs/benchmarks.md).
-/// Here every allocation comes from one heap that keeps what is freed, so the
-/// next ball reuses the same pages. The cost is that ingest's resident
-/// memory stays at its peak. Set before any thread starts (one arena: the
-/// threads' own arenas cannot hold such blocks without `mmap`).
-#[allow(unsafe_code)]
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt takes two integers and only tunes glibc's allocator;
-    // called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
 }
 
 fn finish(outcome: Result<(), CliError>) -> ExitCode {
