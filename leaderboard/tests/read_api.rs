@@ -536,10 +536,19 @@ async fn corrupt_values_in_redis_are_refused_counted_and_the_next_notice_serves_
         ],
     )
     .await;
+    // An owner that is not a valid user id: ids are trusted (and written
+    // into answers unescaped) only once checked.
+    corrupt(
+        &fixture,
+        &["HSET", "lb:c:{c1}:users", "e7", "u7\",\"rank\":1"],
+    )
+    .await;
     let before = corrupt_reads(port);
     let (status, _, body) = get(port, "/v1/contests/c1/entries/e5").await;
     assert_eq!(status, 503, "{body}");
     assert!(body["error"].is_string(), "{body}");
+    let (status, _, body) = get(port, "/v1/contests/c1/entries/e7").await;
+    assert_eq!(status, 503, "{body}");
     assert_eq!(
         get(port, "/v1/contests/c1/entries/e6").await.0,
         200,
@@ -561,7 +570,7 @@ async fn corrupt_values_in_redis_are_refused_counted_and_the_next_notice_serves_
         http(port, "/v1/contests/c1/entries/e6").0 == 503
     });
     assert!(
-        corrupt_reads(port) >= before + 3.0,
+        corrupt_reads(port) >= before + 4.0,
         "each refusal is counted"
     );
     // The writer rewrites what it owns (a full refresh) and notices the

@@ -57,7 +57,7 @@ struct Lane {
 #[derive(Debug, Clone)]
 struct Follow {
     entry_id: Arc<str>,
-    team: Arc<EntryTeam>,
+    team: EntryTeam,
 }
 
 #[derive(Debug, Default)]

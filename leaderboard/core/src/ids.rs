@@ -64,6 +64,12 @@ macro_rules! id_type {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// Whether `value` is valid, without building the id (no
+            /// allocation: for the read API's hottest route).
+            pub fn check(value: &str) -> Result<(), IdError> {
+                $parse($kind, value)
+            }
         }
 
         impl fmt::Display for $name {

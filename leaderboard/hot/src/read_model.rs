@@ -122,6 +122,8 @@ pub struct ContestSnapshot {
     buckets: Vec<(TeamPoints, u64)>,
     /// Where the contest is read from.
     pub source: Source,
+    /// When this snapshot was read.
+    pub loaded_at: std::time::Instant,
 }
 
 /// Where a contest's answers come from.
@@ -166,6 +168,7 @@ impl ContestSnapshot {
             top: meta.top.map(Arc::new),
             buckets,
             source: Source::Hot,
+            loaded_at: std::time::Instant::now(),
         })
     }
 
@@ -181,6 +184,7 @@ impl ContestSnapshot {
             top: None,
             buckets: Vec::new(),
             source: Source::Stored(info),
+            loaded_at: std::time::Instant::now(),
         }
     }
 
@@ -241,10 +245,26 @@ impl ContestSnapshot {
 }
 
 /// An entry's owner and team; teams never change, so they are cached for good.
-#[derive(Debug, Clone)]
+/// Held by value in the cache: the user id is inline (ids are short), so a
+/// cached lookup reads one slot instead of following pointers to an `Arc`
+/// and a heap string (each a likely cache miss among millions of entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryTeam {
-    pub user_id: String,
+    /// A valid [`leaderboard_core::ids::UserId`], as read back from Redis.
+    pub user_id: compact_str::CompactString,
     pub team: Team,
+}
+
+impl EntryTeam {
+    /// An entry's owner and team as Redis holds them, validated like input:
+    /// `None` when the user is not a valid id or the team does not decode.
+    pub fn decode(user_id: &str, team: &str) -> Option<EntryTeam> {
+        leaderboard_core::ids::UserId::check(user_id).ok()?;
+        Some(EntryTeam {
+            user_id: user_id.into(),
+            team: decode_team(team)?,
+        })
+    }
 }
 
 /// The key of an entry's team in the node cache: a 128-bit fingerprint of
@@ -266,9 +286,9 @@ impl EntryFingerprint {
         }
     }
 
-    fn of(&self, contest: &ContestId, entry: &EntryId) -> u128 {
+    fn of(&self, contest: &str, entry: &str) -> u128 {
         use std::hash::BuildHasher;
-        let pair = (contest.as_str(), entry.as_str());
+        let pair = (contest, entry);
         (u128::from(self.high.hash_one(pair)) << 64) | u128::from(self.low.hash_one(pair))
     }
 }
@@ -278,7 +298,7 @@ impl EntryFingerprint {
 #[derive(Debug, Clone)]
 pub struct TeamCache {
     connection: HotConnection,
-    entries: Arc<quick_cache::sync::Cache<u128, Arc<EntryTeam>>>,
+    entries: Arc<quick_cache::sync::Cache<u128, EntryTeam>>,
     fingerprint: EntryFingerprint,
 }
 
@@ -291,14 +311,21 @@ impl TeamCache {
         }
     }
 
+    /// The entry's team if this node holds it: no Redis, no waiting. The
+    /// ids are the request's text (checked or not: an invalid id is simply
+    /// never cached).
+    pub fn cached(&self, contest_id: &str, entry_id: &str) -> Option<EntryTeam> {
+        self.entries.get(&self.fingerprint.of(contest_id, entry_id))
+    }
+
     /// The entry's team; `on_miss` is called once per read from Redis.
     pub async fn get(
         &self,
         contest_id: &ContestId,
         entry_id: &EntryId,
         on_miss: impl FnOnce(),
-    ) -> Result<Arc<EntryTeam>, ReadError> {
-        let key = self.fingerprint.of(contest_id, entry_id);
+    ) -> Result<EntryTeam, ReadError> {
+        let key = self.fingerprint.of(contest_id.as_str(), entry_id.as_str());
         if let Some(hit) = self.entries.get(&key) {
             return Ok(hit);
         }
@@ -316,13 +343,12 @@ impl TeamCache {
                         "entry `{entry_id}` is not in contest `{contest_id}`"
                     )));
                 };
-                let team = decode_team(&team).ok_or_else(|| {
+                EntryTeam::decode(&user_id, &team).ok_or_else(|| {
                     ReadError::corrupt(
                         contest_id,
-                        format!("the team of entry `{entry_id}` is `{team}`"),
+                        format!("entry `{entry_id}` has user `{user_id}` and team `{team}`"),
                     )
-                })?;
-                Ok(Arc::new(EntryTeam { user_id, team }))
+                })
             })
             .await
     }
@@ -360,15 +386,15 @@ impl TeamCache {
                     .query_async(&mut connection)
                     .await?;
                 for ((entry, team), user) in page.iter().zip(users) {
-                    let (Ok(entry_id), Some(team), Some(user_id)) =
-                        (EntryId::parse(entry), decode_team(team), user)
-                    else {
+                    let (Ok(()), Some(team)) = (
+                        EntryId::check(entry),
+                        user.and_then(|user| EntryTeam::decode(&user, team)),
+                    ) else {
                         continue;
                     };
-                    let key = self.fingerprint.of(contest_id, &entry_id);
+                    let key = self.fingerprint.of(contest_id.as_str(), entry);
                     if self.entries.get(&key).is_none() {
-                        self.entries
-                            .insert(key, Arc::new(EntryTeam { user_id, team }));
+                        self.entries.insert(key, team);
                         loaded += 1;
                     }
                 }

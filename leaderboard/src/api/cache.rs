@@ -102,7 +102,38 @@ pub struct NodeCache {
     /// its teams in the background ([`TeamCache::preload`]); smaller ones are
     /// read entry by entry as they are asked for. 0: never.
     preload_from: u64,
+    /// Moves whenever a contest snapshot is dropped (see [`NodeCache::with_contest_now`]).
+    generation: Arc<AtomicU64>,
+    /// This node among the caches of the process (its clones share it).
+    node: u64,
+    max_staleness: Duration,
 }
+
+/// Each HTTP thread's own copy of the contest snapshots it serves, so that
+/// the hottest route reads a snapshot without `moka`'s bookkeeping and
+/// without touching a reference count every thread shares. A copy is good
+/// while its node's generation has not moved since it was taken (every
+/// invalidation moves it, after the `moka` entry is gone) and the snapshot
+/// is younger than the node's staleness bound: it never answers anything
+/// the node's shared cache would not.
+#[derive(Default)]
+struct FrontCopies {
+    /// (node, generation the copies were taken at, contest → snapshot)
+    nodes: Vec<(u64, u64, FrontSnapshots)>,
+}
+
+/// One node's front copies on one thread, by contest id.
+type FrontSnapshots = std::collections::HashMap<Box<str>, Arc<ContestSnapshot>>;
+
+thread_local! {
+    static FRONT: std::cell::RefCell<FrontCopies> = std::cell::RefCell::default();
+}
+
+/// Numbers the node caches of the process.
+static NODES: AtomicU64 = AtomicU64::new(0);
+
+/// Most contests one thread keeps front copies of (past this it starts afresh).
+const FRONT_CONTESTS: usize = 10_000;
 
 /// On a Redis Cluster notices are sharded: a node cannot follow them all by
 /// one pattern, so it subscribes each contest's (and match's) channel the
@@ -166,7 +197,72 @@ impl NodeCache {
             preloads: Default::default(),
             teams_preloaded: Arc::new(AtomicU64::new(0)),
             preload_from: 1_000,
+            generation: Arc::new(AtomicU64::new(0)),
+            node: NODES.fetch_add(1, Ordering::Relaxed),
+            max_staleness,
         }
+    }
+
+    /// Runs `answer` on the contest's snapshot if this thread already holds a
+    /// good copy of it: no waiting, no Redis (see [`FrontCopies`]). `None`
+    /// when it holds none; the caller then takes the async path, and
+    /// [`NodeCache::contest`] leaves a copy for the next request.
+    pub fn with_contest_now<T>(
+        &self,
+        contest_id: &str,
+        answer: impl FnOnce(&ContestSnapshot) -> Option<T>,
+    ) -> Option<T> {
+        let node = self.node;
+        let generation = self.generation.load(Ordering::Acquire);
+        FRONT.with(|front| {
+            let front = front.borrow();
+            let (_, taken_at, copies) = front.nodes.iter().find(|(id, _, _)| *id == node)?;
+            if *taken_at != generation {
+                return None;
+            }
+            let snapshot = copies.get(contest_id)?;
+            if snapshot.loaded_at.elapsed() >= self.max_staleness {
+                return None;
+            }
+            answer(snapshot)
+        })
+    }
+
+    /// Keeps `snapshot`, read from the shared cache after `generation` was
+    /// loaded, as this thread's copy.
+    fn keep_front_copy(&self, generation: u64, snapshot: &Arc<ContestSnapshot>) {
+        let node = self.node;
+        FRONT.with(|front| {
+            let mut front = front.borrow_mut();
+            let index = match front.nodes.iter().position(|(id, _, _)| *id == node) {
+                Some(index) => index,
+                None => {
+                    front.nodes.push((node, generation, Default::default()));
+                    front.nodes.len() - 1
+                }
+            };
+            let (_, taken_at, copies) = &mut front.nodes[index];
+            if generation < *taken_at {
+                // Read before a newer copy was taken: keep the newer ones.
+                return;
+            }
+            if generation > *taken_at || copies.len() >= FRONT_CONTESTS {
+                copies.clear();
+                *taken_at = generation;
+            }
+            copies.insert(snapshot.contest_id.as_str().into(), snapshot.clone());
+        });
+    }
+
+    /// Marks every thread's front copies stale: called after each
+    /// invalidation of the shared cache.
+    fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The entry's team if this node holds it (no Redis, no waiting).
+    pub fn entry_now(&self, contest_id: &str, entry_id: &str) -> Option<EntryTeam> {
+        self.entries.cached(contest_id, entry_id)
     }
 
     /// The node's Redis connection (shared, multiplexed).
@@ -203,14 +299,21 @@ impl NodeCache {
     }
 
     pub async fn contest(&self, contest_id: &ContestId) -> Result<Arc<ContestSnapshot>, ReadError> {
+        // Loaded before the shared cache is read: a copy taken from it is
+        // never newer than the generation it is filed under.
+        let generation = self.generation.load(Ordering::Acquire);
         if let Some(hit) = self.contests.get(contest_id).await {
+            self.keep_front_copy(generation, &hit);
             return Ok(hit);
         }
         self.follow(hot::contest_channel(contest_id)).await;
-        self.contests
+        let snapshot = self
+            .contests
             .try_get_with(contest_id.clone(), self.load_contest(contest_id))
             .await
-            .map_err(|error: Arc<ReadError>| (*error).clone())
+            .map_err(|error: Arc<ReadError>| (*error).clone())?;
+        self.keep_front_copy(generation, &snapshot);
+        Ok(snapshot)
     }
 
     async fn load_contest(
@@ -331,7 +434,7 @@ impl NodeCache {
         &self,
         contest_id: &ContestId,
         entry_id: &EntryId,
-    ) -> Result<Arc<EntryTeam>, ReadError> {
+    ) -> Result<EntryTeam, ReadError> {
         self.entries
             .get(contest_id, entry_id, || self.count_read("entry"))
             .await
@@ -415,7 +518,7 @@ impl NodeCache {
                     // The sets switched after the snapshot was read and its
                     // notice is on the way: drop the snapshot now, so that a
                     // reader's next page is not one cached at the older version.
-                    self.contests.invalidate(&snapshot.contest_id).await;
+                    self.invalidate_contest(&snapshot.contest_id).await;
                 }
                 Ok(Arc::new(RenderedPage::render(&page, snapshot)))
             })
@@ -572,7 +675,7 @@ impl NodeCache {
         match kind {
             "c" => {
                 if let Ok(contest_id) = ContestId::parse(id) {
-                    self.contests.invalidate(&contest_id).await;
+                    self.invalidate_contest(&contest_id).await;
                 }
             }
             "m" => {
@@ -587,12 +690,14 @@ impl NodeCache {
     /// Drops a contest's snapshot: its version moved.
     pub async fn invalidate_contest(&self, contest_id: &ContestId) {
         self.contests.invalidate(contest_id).await;
+        self.bump_generation();
     }
 
     /// Forgets every snapshot (after a gap in notices).
     pub fn invalidate_all(&self) {
         self.contests.invalidate_all();
         self.matches.invalidate_all();
+        self.bump_generation();
     }
 }
 
