@@ -736,6 +736,50 @@ async fn a_cold_node_and_a_warm_node_answer_the_same() {
         reads,
         "every team was loaded in bulk: no read of Redis per entry"
     );
+
+    // A contest written before rosters were: the bulk load finds the
+    // roster short and scans the contest's hashes instead.
+    let contest = leaderboard_core::ContestId::parse("c1").unwrap();
+    corrupt(
+        &fixture,
+        &[
+            &["DEL"][..],
+            &leaderboard_hot::contest_roster_keys(&contest)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()[..],
+        ]
+        .concat(),
+    )
+    .await;
+    let (unrostered_port, unrostered, unrostered_shutdown) = fixture
+        .serve(ServeOptions {
+            rate_limit: 0,
+            ..ServeOptions::default()
+        })
+        .await;
+    let (status, _, first) = get(unrostered_port, "/v1/contests/c1/entries/e5").await;
+    assert_eq!((status, &first), (200, &warm_answers[5]));
+    let loaded = unrostered.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until(10, "the bulk team load by scan", || {
+            loaded.teams_preloaded() as usize >= ENTRIES - 1
+        })
+    })
+    .await
+    .unwrap();
+    let reads = unrostered.backend_reads();
+    for (index, warm) in warm_answers.iter().enumerate() {
+        let (status, _, body) = get(
+            unrostered_port,
+            &format!("/v1/contests/c1/entries/e{index}"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(&body, warm, "e{index}");
+    }
+    assert_eq!(unrostered.backend_reads(), reads, "loaded in bulk by scan");
     warm_shutdown.cancel();
     cold_shutdown.cancel();
+    unrostered_shutdown.cancel();
 }

@@ -56,6 +56,51 @@ pub fn contest_users_key(contest: &ContestId) -> String {
 pub fn contest_teams_key(contest: &ContestId) -> String {
     format!("lb:c:{{{contest}}}:teams")
 }
+/// Shards of a contest's roster (see [`contest_roster_keys`]).
+pub const ROSTER_SHARDS: usize = 16;
+
+/// The contest's roster: every entry's owner and team again, as
+/// `entry user team\n` records appended to one of [`ROSTER_SHARDS`]
+/// strings (by [`roster_shard`]), written with the hashes in the same
+/// atomic write. A node loads a mega contest's teams from these in a few
+/// `GETRANGE` pages of megabytes instead of scanning two hashes of millions
+/// of fields; 16 strings keep each far below Redis's 512 MB string limit
+/// at 10M entries.
+pub fn contest_roster_keys(contest: &ContestId) -> Vec<String> {
+    (0..ROSTER_SHARDS)
+        .map(|shard| format!("lb:c:{{{contest}}}:roster:{shard}"))
+        .collect()
+}
+
+/// The roster shard of an entry: FNV-1a of its id (stable across versions
+/// and processes, unlike the standard library's seeded hashers).
+pub fn roster_shard(entry: &str) -> usize {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in entry.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash as usize % ROSTER_SHARDS
+}
+
+/// Appends one roster record to `out`. Ids hold no space or newline, nor
+/// does an encoded team.
+pub fn push_roster_record(out: &mut String, entry: &str, user: &str, team: &str) {
+    out.push_str(entry);
+    out.push(' ');
+    out.push_str(user);
+    out.push(' ');
+    out.push_str(team);
+    out.push('\n');
+}
+
+/// One roster record (without its newline) as (entry, user, team) text,
+/// unchecked; `None` when it does not have three fields.
+pub fn split_roster_record(record: &str) -> Option<(&str, &str, &str)> {
+    let mut fields = record.splitn(3, ' ');
+    Some((fields.next()?, fields.next()?, fields.next()?))
+}
+
 pub fn contest_squad_key(contest: &ContestId) -> String {
     format!("lb:c:{{{contest}}}:squad")
 }
@@ -80,14 +125,18 @@ pub fn encode_team(team: &Team) -> String {
 /// The inverse of [`encode_team`]; `None` for anything malformed.
 pub fn decode_team(text: &str) -> Option<Team> {
     let mut parts = text.split(';');
-    let players: Vec<u32> = parts
-        .next()?
-        .split(',')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
+    // Parsed in place (no list is built): a bulk load decodes millions.
+    let mut players = [0_u32; TEAM_SIZE];
+    let mut count = 0;
+    for player in parts.next()?.split(',') {
+        *players.get_mut(count)? = player.parse().ok()?;
+        count += 1;
+    }
+    if count != TEAM_SIZE {
+        return None;
+    }
     let captain: u8 = parts.next()?.parse().ok()?;
     let vice_captain: u8 = parts.next()?.parse().ok()?;
-    let players: [u32; TEAM_SIZE] = players.try_into().ok()?;
     (usize::from(captain) < TEAM_SIZE
         && usize::from(vice_captain) < TEAM_SIZE
         && captain != vice_captain)
@@ -132,6 +181,39 @@ mod tests {
             "slot out of range"
         );
         assert_eq!(decode_team("x"), None);
+        assert_eq!(
+            decode_team("0,3,5,7,9,11,13,15,17,19,21,2;4;10"),
+            None,
+            "too many players"
+        );
+        assert_eq!(decode_team(",3,5,7,9,11,13,15,17,19,21;4;10"), None);
+    }
+
+    #[test]
+    fn roster_records_round_trip_and_shards_are_fixed() {
+        let mut records = String::new();
+        push_roster_record(&mut records, "e1", "u1", "0,1,2,3,4,5,6,7,8,9,10;0;1");
+        push_roster_record(&mut records, "e-2.x", "u_2", "1,2,3,4,5,6,7,8,9,10,11;2;3");
+        let parsed: Vec<_> = records.lines().map(split_roster_record).collect();
+        assert_eq!(
+            parsed,
+            [
+                Some(("e1", "u1", "0,1,2,3,4,5,6,7,8,9,10;0;1")),
+                Some(("e-2.x", "u_2", "1,2,3,4,5,6,7,8,9,10,11;2;3"))
+            ]
+        );
+        assert_eq!(split_roster_record("e1 u1"), None);
+        // Writers and readers of every version must agree on the shard.
+        let shards: Vec<usize> = ["e1", "e2", "e42", "entry-1000000"]
+            .iter()
+            .map(|entry| roster_shard(entry))
+            .collect();
+        assert_eq!(shards, [3, 6, 10, 9], "FNV-1a, 32 bits, modulo 16");
+        let keys = contest_roster_keys(&ContestId::parse("c1").unwrap());
+        assert_eq!(
+            (keys.len(), keys[3].as_str()),
+            (ROSTER_SHARDS, "lb:c:{c1}:roster:3")
+        );
     }
 
     #[test]

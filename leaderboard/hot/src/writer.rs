@@ -218,7 +218,10 @@ impl HotWriter {
                 contest_teams_key(contest),
                 contest_squad_key(contest),
                 contest_meta_key(contest),
-            ] {
+            ]
+            .into_iter()
+            .chain(contest_roster_keys(contest))
+            {
                 pipe.expire(key, seconds).ignore();
             }
             pipes.push(pipe);
@@ -625,6 +628,7 @@ fn clear_contest(write: &mut Guarded, contest: &ContestId, with_ranks: bool) {
         contest_users_key(contest),
         contest_teams_key(contest),
     ];
+    keys.extend(contest_roster_keys(contest));
     if with_ranks {
         keys.extend(contest_ranks_keys(contest));
     }
@@ -661,6 +665,32 @@ fn hset_chunks<'a>(
     }
 }
 
+/// The new entries' roster records (see [`contest_roster_keys`]), appended
+/// to their shards, [`GUARDED_CHUNK`] records per `APPEND`.
+fn add_roster(write: &mut Guarded, update: &ContestUpdate) {
+    if update.users.is_empty() {
+        return;
+    }
+    let keys = contest_roster_keys(&update.contest_id);
+    let mut shards: Vec<(String, usize)> = vec![(String::new(), 0); ROSTER_SHARDS];
+    for ((entry, user), (team_entry, team)) in update.users.iter().zip(&update.teams) {
+        debug_assert_eq!(entry, team_entry, "users and teams are built together");
+        let shard = roster_shard(entry.as_str());
+        let (records, count) = &mut shards[shard];
+        push_roster_record(records, entry.as_str(), user.as_str(), team);
+        *count += 1;
+        if *count == GUARDED_CHUNK {
+            write.op("APPEND", &keys[shard], [std::mem::take(records)]);
+            *count = 0;
+        }
+    }
+    for ((records, _), key) in shards.into_iter().zip(&keys) {
+        if !records.is_empty() {
+            write.op("APPEND", key, [records]);
+        }
+    }
+}
+
 /// Users, teams, histogram and meta (with the version and the player points
 /// it was computed from), in that order; the caller adds the notice. `sorted_set_done` says
 /// whether the sorted set already holds this version (`ranks_version`).
@@ -676,6 +706,7 @@ fn add_summary(write: &mut Guarded, update: &ContestUpdate, sorted_set_done: boo
         &contest_teams_key(contest),
         update.teams.iter().map(|(e, t)| (e.as_str(), t.as_str())),
     );
+    add_roster(write, update);
     if !update.squad.is_empty() {
         write.op(
             "SET",

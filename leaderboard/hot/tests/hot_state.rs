@@ -506,3 +506,81 @@ async fn a_live_chunk_holds_exactly_the_positions_asked_for() {
             .is_none()
     );
 }
+
+/// Every entry's roster record, from all shards: (entry, user, team) text.
+async fn roster(connection: &mut hot::HotConnection, contest_id: &ContestId) -> Vec<String> {
+    let mut records = Vec::new();
+    for key in hot::contest_roster_keys(contest_id) {
+        let text: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(connection)
+            .await
+            .unwrap();
+        let text = text.unwrap_or_default();
+        assert!(text.is_empty() || text.ends_with('\n'), "{key}");
+        for record in text.lines() {
+            let (entry, _, _) = hot::split_roster_record(record).unwrap();
+            assert_eq!(
+                hot::contest_roster_keys(contest_id)[hot::roster_shard(entry)],
+                key,
+                "{record} is in its own shard"
+            );
+            records.push(record.to_owned());
+        }
+    }
+    records.sort();
+    records
+}
+
+/// The roster holds every entry once, with its user and team: after a full
+/// write, after entries added by a change, and after a rebuild rewrites the
+/// contest whole (not appended to what was there).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_roster_lists_every_entry_once_through_changes_and_rebuilds() {
+    let redis = Redis::start();
+    let mut writer = HotWriter::new(hot::connect(&redis.url()).await.unwrap(), usize::MAX);
+    let contest_id = ContestId::parse("rostered").unwrap();
+    let with_teams = |mut update: ContestUpdate| {
+        update.teams = update
+            .users
+            .iter()
+            .map(|(entry, _)| {
+                (
+                    entry.clone(),
+                    format!("0,1,2,3,4,5,6,7,8,9,{};0;1", entry.as_str().len()),
+                )
+            })
+            .collect();
+        update
+    };
+    let expected = |count: usize| -> Vec<String> {
+        let mut records: Vec<String> = (0..count)
+            .map(|i| {
+                let entry = format!("e{i}");
+                format!("{entry} u-{entry} 0,1,2,3,4,5,6,7,8,9,{};0;1", entry.len())
+            })
+            .collect();
+        records.sort();
+        records
+    };
+    let before = vec![TeamPoints(10); 2_500];
+    writer
+        .write(&[], &[with_teams(contest_update("rostered", &before, 1))])
+        .await
+        .unwrap();
+    let mut connection = writer.connection();
+    assert_eq!(roster(&mut connection, &contest_id).await, expected(2_500));
+
+    let mut all = before.clone();
+    all.extend(vec![TeamPoints(12); 1_700]);
+    let added = with_teams(change_update("rostered", 2, &before, &all, 2_500..4_200));
+    assert_eq!(added.users.len(), 1_700);
+    writer.write(&[], &[added]).await.unwrap();
+    assert_eq!(roster(&mut connection, &contest_id).await, expected(4_200));
+
+    writer
+        .write(&[], &[with_teams(contest_update("rostered", &all, 3))])
+        .await
+        .unwrap();
+    assert_eq!(roster(&mut connection, &contest_id).await, expected(4_200));
+}

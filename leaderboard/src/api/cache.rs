@@ -353,7 +353,7 @@ impl NodeCache {
         {
             return;
         }
-        let contest_id = snapshot.contest_id.clone();
+        let (contest_id, total) = (snapshot.contest_id.clone(), snapshot.total);
         if !self
             .preloads
             .lock()
@@ -367,7 +367,7 @@ impl NodeCache {
             let started = std::time::Instant::now();
             match cache
                 .entries
-                .preload(&contest_id, || {
+                .preload(&contest_id, total, || {
                     metrics::BACKEND_READS
                         .with_label_values(&["team_pages"])
                         .inc();
