@@ -107,9 +107,12 @@ async fn the_cache_follows_version_notices() {
         })
         .await;
     let (_, _, before) = get(port, "/v1/contests/c1/entries/e1").await;
+    let (_, _, page_before) = get(port, "/v1/contests/c1/leaderboard?limit=5").await;
     let reads = cache.backend_reads();
     let (_, _, again) = get(port, "/v1/contests/c1/entries/e1").await;
     assert_eq!(again, before);
+    let (_, _, page_again) = get(port, "/v1/contests/c1/leaderboard?limit=5").await;
+    assert_eq!(page_again, page_before);
     assert_eq!(
         cache.backend_reads(),
         reads,
@@ -129,6 +132,13 @@ async fn the_cache_follows_version_notices() {
     assert_eq!(points_of(&after["points"]), expected.0);
     assert_eq!(after["rank"], expected.1);
     assert!(points_of(&after["points"]) > points_of(&before["points"]));
+    // The first page moved with it, and never back.
+    let (_, _, page_after) = get(port, "/v1/contests/c1/leaderboard?limit=5").await;
+    assert!(page_after["version"].as_u64() >= after["version"].as_u64());
+    for _ in 0..20 {
+        let (_, _, page) = get(port, "/v1/contests/c1/leaderboard?limit=5").await;
+        assert_eq!(page, page_after);
+    }
     shutdown.cancel();
 }
 

@@ -123,7 +123,19 @@ struct FrontCopies {
 }
 
 /// One node's front copies on one thread, by contest id.
-type FrontSnapshots = std::collections::HashMap<Box<str>, Arc<ContestSnapshot>>;
+type FrontSnapshots = std::collections::HashMap<Box<str>, FrontContest>;
+
+/// A contest's snapshot as one thread holds it, with the pages it served
+/// from that very snapshot, as bytes of its own (a clone of bytes another
+/// thread also sends would touch their shared reference count every time).
+struct FrontContest {
+    snapshot: Arc<ContestSnapshot>,
+    /// By (offset, limit).
+    pages: std::collections::HashMap<(usize, usize), bytes::Bytes>,
+}
+
+/// Most pages one thread keeps per contest (past this it starts afresh).
+const FRONT_PAGES: usize = 256;
 
 thread_local! {
     static FRONT: std::cell::RefCell<FrontCopies> = std::cell::RefCell::default();
@@ -164,6 +176,8 @@ impl NodeCache {
     /// `max_staleness` bounds how long a snapshot lives should a notice be lost.
     pub fn new(connection: HotConnection, max_staleness: Duration) -> NodeCache {
         let (requests, pending) = mpsc::unbounded_channel();
+        let generation = Arc::new(AtomicU64::new(0));
+        let evicted = generation.clone();
         NodeCache {
             followed: Arc::new(Followed {
                 channels: Default::default(),
@@ -174,6 +188,13 @@ impl NodeCache {
             contests: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(max_staleness)
+                // A snapshot evicted for room may come back newer before any
+                // notice: the threads' copies of it must not outlive it.
+                .eviction_listener(move |_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        evicted.fetch_add(1, Ordering::Release);
+                    }
+                })
                 .build(),
             entries: TeamCache::new(connection.clone(), 5_000_000),
             pages: Cache::builder()
@@ -197,10 +218,32 @@ impl NodeCache {
             preloads: Default::default(),
             teams_preloaded: Arc::new(AtomicU64::new(0)),
             preload_from: 1_000,
-            generation: Arc::new(AtomicU64::new(0)),
+            generation,
             node: NODES.fetch_add(1, Ordering::Relaxed),
             max_staleness,
         }
+    }
+
+    /// Runs `answer` on this thread's copy of the contest if it is good.
+    fn with_front_copy<T>(
+        &self,
+        contest_id: &str,
+        answer: impl FnOnce(&FrontContest) -> Option<T>,
+    ) -> Option<T> {
+        let node = self.node;
+        let generation = self.generation.load(Ordering::Acquire);
+        FRONT.with(|front| {
+            let front = front.borrow();
+            let (_, taken_at, copies) = front.nodes.iter().find(|(id, _, _)| *id == node)?;
+            if *taken_at != generation {
+                return None;
+            }
+            let copy = copies.get(contest_id)?;
+            if copy.snapshot.loaded_at.elapsed() >= self.max_staleness {
+                return None;
+            }
+            answer(copy)
+        })
     }
 
     /// Runs `answer` on the contest's snapshot if this thread already holds a
@@ -212,20 +255,42 @@ impl NodeCache {
         contest_id: &str,
         answer: impl FnOnce(&ContestSnapshot) -> Option<T>,
     ) -> Option<T> {
+        self.with_front_copy(contest_id, |copy| answer(&copy.snapshot))
+    }
+
+    /// The page this thread served last from its copy of the contest's
+    /// snapshot, if it still holds a good one (see [`NodeCache::keep_page_now`]).
+    pub fn page_now(&self, contest_id: &str, offset: usize, limit: usize) -> Option<bytes::Bytes> {
+        self.with_front_copy(contest_id, |copy| copy.pages.get(&(offset, limit)).cloned())
+    }
+
+    /// Keeps a page rendered from `snapshot` beside this thread's copy of
+    /// that same snapshot, if it holds one.
+    pub fn keep_page_now(
+        &self,
+        snapshot: &Arc<ContestSnapshot>,
+        offset: usize,
+        limit: usize,
+        json: &bytes::Bytes,
+    ) {
         let node = self.node;
-        let generation = self.generation.load(Ordering::Acquire);
         FRONT.with(|front| {
-            let front = front.borrow();
-            let (_, taken_at, copies) = front.nodes.iter().find(|(id, _, _)| *id == node)?;
-            if *taken_at != generation {
-                return None;
+            let mut front = front.borrow_mut();
+            let Some((_, _, copies)) = front.nodes.iter_mut().find(|(id, _, _)| *id == node) else {
+                return;
+            };
+            let Some(copy) = copies.get_mut(snapshot.contest_id.as_str()) else {
+                return;
+            };
+            if !Arc::ptr_eq(&copy.snapshot, snapshot) {
+                return;
             }
-            let snapshot = copies.get(contest_id)?;
-            if snapshot.loaded_at.elapsed() >= self.max_staleness {
-                return None;
+            if copy.pages.len() >= FRONT_PAGES {
+                copy.pages.clear();
             }
-            answer(snapshot)
-        })
+            copy.pages
+                .insert((offset, limit), bytes::Bytes::copy_from_slice(json));
+        });
     }
 
     /// Keeps `snapshot`, read from the shared cache after `generation` was
@@ -250,7 +315,18 @@ impl NodeCache {
                 copies.clear();
                 *taken_at = generation;
             }
-            copies.insert(snapshot.contest_id.as_str().into(), snapshot.clone());
+            match copies.get_mut(snapshot.contest_id.as_str()) {
+                Some(copy) if Arc::ptr_eq(&copy.snapshot, snapshot) => {}
+                _ => {
+                    copies.insert(
+                        snapshot.contest_id.as_str().into(),
+                        FrontContest {
+                            snapshot: snapshot.clone(),
+                            pages: Default::default(),
+                        },
+                    );
+                }
+            }
         });
     }
 

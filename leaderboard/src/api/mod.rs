@@ -424,6 +424,19 @@ pub(crate) async fn leaderboard_page(
     offset: Option<&str>,
     limit: Option<&str>,
 ) -> Result<Response, ApiError> {
+    if !state.per_request_redis {
+        // The common case, synchronously: a page this thread rendered from
+        // its current copy of the contest's snapshot (only valid ids and
+        // parameters are ever kept; anything else takes the path below).
+        if let (Ok(offset), Ok(limit)) = (
+            parameter(offset, "offset", 0, 0..=10_000_000),
+            parameter(limit, "limit", 50, 1..=MAX_LIMIT),
+        ) {
+            if let Some(json) = state.cache.page_now(contest, offset, limit) {
+                return Ok(bytes_response(json));
+            }
+        }
+    }
     let contest = contest_id(contest)?;
     let offset = parameter(offset, "offset", 0, 0..=10_000_000)?;
     let limit = parameter(limit, "limit", 50, 1..=MAX_LIMIT)?;
@@ -440,6 +453,9 @@ pub(crate) async fn leaderboard_page(
     }
     let snapshot = state.cache.contest(&contest).await?;
     let page = state.cache.page(&snapshot, offset, limit).await?;
+    state
+        .cache
+        .keep_page_now(&snapshot, offset, limit, &page.json);
     Ok(bytes_response(page.json.clone()))
 }
 
