@@ -146,6 +146,17 @@ fn write_transaction(connection: &mut Connection) -> rusqlite::Result<rusqlite::
     connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
 }
 
+/// How long opening the store waits for other processes setting it up.
+const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether SQLite refused for a lock another connection holds.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn fail(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |error| StoreError::backend(operation, error)
 }
@@ -157,35 +168,60 @@ impl EmbeddedStore {
             StoreError::backend("create directory", format!("{}: {error}", dir.display()))
         })?;
         let path = dir.join(FILE_NAME);
-        let mut connection = Connection::open(&path)
-            .map_err(|error| StoreError::backend("open", format!("{}: {error}", path.display())))?;
+        // Nodes starting together may open a fresh store at once: setting it
+        // up (WAL, schema, migration) can then meet a lock SQLite refuses to
+        // wait for (two readers each wanting to write), so the whole set-up
+        // is tried again until it passes or the wait is over.
+        let deadline = std::time::Instant::now() + OPEN_WAIT;
+        let connection = loop {
+            match Self::set_up(&path) {
+                Err((_, error)) if is_busy(&error) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((operation, error)) => {
+                    return Err(StoreError::backend(
+                        operation,
+                        format!("{}: {error}", path.display()),
+                    ))
+                }
+                Ok(connection) => break connection,
+            }
+        };
+        Ok(EmbeddedStore {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Opens `path` and sets the store up in it: (the failing step, its error).
+    fn set_up(path: &Path) -> Result<Connection, (&'static str, rusqlite::Error)> {
+        let open = |error| ("open", error);
+        let mut connection = Connection::open(path).map_err(open)?;
         // Another process may hold the write lock for a moment: wait for it.
         connection
             .busy_timeout(Duration::from_secs(10))
-            .map_err(fail("open"))?;
+            .map_err(open)?;
         connection
             .pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail("open"))?;
+            .map_err(open)?;
         connection
             .pragma_update(None, "synchronous", "FULL")
-            .map_err(fail("open"))?;
-        connection.execute_batch(SCHEMA).map_err(fail("open"))?;
+            .map_err(open)?;
+        connection.execute_batch(SCHEMA).map_err(open)?;
         let versioned: bool = connection
             .query_row(
                 "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'rank_rows'",
                 [],
                 |row| row.get(0),
             )
-            .map_err(fail("open"))?;
+            .map_err(open)?;
         if versioned {
-            let txn = write_transaction(&mut connection).map_err(fail("migrate"))?;
+            let migrate = |error| ("migrate", error);
+            let txn = write_transaction(&mut connection).map_err(migrate)?;
             txn.execute_batch(MIGRATE_VERSIONED_SNAPSHOTS)
-                .map_err(fail("migrate"))?;
-            txn.commit().map_err(fail("migrate"))?;
+                .map_err(migrate)?;
+            txn.commit().map_err(migrate)?;
         }
-        Ok(EmbeddedStore {
-            connection: Arc::new(Mutex::new(connection)),
-        })
+        Ok(connection)
     }
 
     /// Runs `work` on the connection, off the async runtime.
@@ -1047,6 +1083,29 @@ impl RankSnapshotWriter for EmbeddedSnapshotWriter {
 mod tests {
     use super::*;
     use crate::conformance;
+
+    /// Several processes (here: connections) opening one fresh store at
+    /// once, as the nodes of one machine do at start: each waits its turn.
+    #[test]
+    fn a_fresh_store_opened_by_many_at_once_opens_for_all() {
+        for _ in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|scope| {
+                let openers: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            EmbeddedStore::open(dir.path()).map(|_| ())
+                        })
+                    })
+                    .collect();
+                for opener in openers {
+                    opener.join().unwrap().unwrap();
+                }
+            });
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn passes_the_conformance_suite() {
