@@ -718,34 +718,7 @@ async fn a_cold_node_and_a_warm_node_answer_the_same() {
         warm_answers.push(body);
     }
 
-    let (cold_port, cold, cold_shutdown) = fixture
-        .serve(ServeOptions {
-            rate_limit: 0,
-            ..ServeOptions::default()
-        })
-        .await;
-    assert_eq!(cold.teams_preloaded(), 0);
-    let (status, _, first) = get(cold_port, "/v1/contests/c1/entries/e5").await;
-    assert_eq!((status, &first), (200, &warm_answers[5]));
-    let loaded = cold.clone();
-    tokio::task::spawn_blocking(move || {
-        wait_until(10, "the bulk team load", || {
-            loaded.teams_preloaded() as usize >= ENTRIES - 1
-        })
-    })
-    .await
-    .unwrap();
-    let reads = cold.backend_reads();
-    for (index, warm) in warm_answers.iter().enumerate() {
-        let (status, _, body) = get(cold_port, &format!("/v1/contests/c1/entries/e{index}")).await;
-        assert_eq!(status, 200);
-        assert_eq!(&body, warm, "e{index}");
-    }
-    assert_eq!(
-        cold.backend_reads(),
-        reads,
-        "every team was loaded in bulk: no read of Redis per entry"
-    );
+    cold_node_answers_as(&fixture, &warm_answers, "the bulk team load").await;
 
     // A contest written before rosters were: the bulk load finds the
     // roster short and scans the contest's hashes instead.
@@ -762,34 +735,41 @@ async fn a_cold_node_and_a_warm_node_answer_the_same() {
         .concat(),
     )
     .await;
-    let (unrostered_port, unrostered, unrostered_shutdown) = fixture
+    cold_node_answers_as(&fixture, &warm_answers, "the bulk team load by scan").await;
+    warm_shutdown.cancel();
+}
+
+/// A node started now loads the contest's teams in bulk (`what`) on its first
+/// read, then answers every entry as `warm_answers`, with no read of Redis
+/// per entry.
+async fn cold_node_answers_as(fixture: &Fixture, warm_answers: &[Value], what: &'static str) {
+    let (port, cold, shutdown) = fixture
         .serve(ServeOptions {
             rate_limit: 0,
             ..ServeOptions::default()
         })
         .await;
-    let (status, _, first) = get(unrostered_port, "/v1/contests/c1/entries/e5").await;
+    assert_eq!(cold.teams_preloaded(), 0);
+    let (status, _, first) = get(port, "/v1/contests/c1/entries/e5").await;
     assert_eq!((status, &first), (200, &warm_answers[5]));
-    let loaded = unrostered.clone();
+    let loaded = cold.clone();
     tokio::task::spawn_blocking(move || {
-        wait_until(10, "the bulk team load by scan", || {
+        wait_until(10, what, || {
             loaded.teams_preloaded() as usize >= ENTRIES - 1
         })
     })
     .await
     .unwrap();
-    let reads = unrostered.backend_reads();
+    let reads = cold.backend_reads();
     for (index, warm) in warm_answers.iter().enumerate() {
-        let (status, _, body) = get(
-            unrostered_port,
-            &format!("/v1/contests/c1/entries/e{index}"),
-        )
-        .await;
+        let (status, _, body) = get(port, &format!("/v1/contests/c1/entries/e{index}")).await;
         assert_eq!(status, 200);
         assert_eq!(&body, warm, "e{index}");
     }
-    assert_eq!(unrostered.backend_reads(), reads, "loaded in bulk by scan");
-    warm_shutdown.cancel();
-    cold_shutdown.cancel();
-    unrostered_shutdown.cancel();
+    assert_eq!(
+        cold.backend_reads(),
+        reads,
+        "{what}: every team was loaded in bulk, no read of Redis per entry"
+    );
+    shutdown.cancel();
 }

@@ -459,15 +459,18 @@ impl TeamCache {
         (loaded, carried)
     }
 
-    /// Caches one record's team; false when it does not parse. Teams never
-    /// change, so a record of an entry already cached rewrites the same team.
+    /// Caches one record's team; false when it does not parse.
     fn load_roster_record(&self, contest_id: &ContestId, record: &[u8]) -> bool {
-        let Some((entry, user, team)) = std::str::from_utf8(record)
+        std::str::from_utf8(record)
             .ok()
             .and_then(crate::split_roster_record)
-        else {
-            return false;
-        };
+            .is_some_and(|(entry, user, team)| self.keep_team(contest_id, entry, user, team))
+    }
+
+    /// Caches an entry's team as Redis holds it; false when it does not
+    /// parse. Teams never change, so keeping an entry already cached
+    /// rewrites the same team.
+    fn keep_team(&self, contest_id: &ContestId, entry: &str, user: &str, team: &str) -> bool {
         let (Ok(()), Some(team)) = (EntryId::check(entry), EntryTeam::decode(user, team)) else {
             return false;
         };
@@ -505,15 +508,13 @@ impl TeamCache {
                     .query_async(&mut connection)
                     .await?;
                 for ((entry, team), user) in page.iter().zip(users) {
-                    let (Ok(()), Some(team)) = (
-                        EntryId::check(entry),
-                        user.and_then(|user| EntryTeam::decode(&user, team)),
-                    ) else {
-                        continue;
-                    };
-                    let key = self.fingerprint.of(contest_id.as_str(), entry);
-                    if self.entries.get(&key).is_none() {
-                        self.entries.insert(key, team);
+                    let cached = self
+                        .entries
+                        .get(&self.fingerprint.of(contest_id.as_str(), entry))
+                        .is_some();
+                    if !cached
+                        && user.is_some_and(|user| self.keep_team(contest_id, entry, &user, team))
+                    {
                         loaded += 1;
                     }
                 }
