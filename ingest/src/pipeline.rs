@@ -11,7 +11,7 @@ use leaderboard_core::ids::{ContestId, MatchId};
 use leaderboard_core::points::TeamPoints;
 use leaderboard_core::scoring::{Applied, MatchScorer};
 use leaderboard_core::Rules;
-use leaderboard_hot::{encode_team, ContestUpdate, MatchUpdate, TopRow, TOP_ROWS};
+use leaderboard_hot::{self as hot, encode_team, ContestUpdate, MatchUpdate, TopRow, TOP_ROWS};
 use leaderboard_store::{RankSnapshot, RankSnapshotInfo, StoreBatch, StoreSnapshot};
 
 use crate::topics;
@@ -479,7 +479,7 @@ impl Pipeline {
                 }
             }
         }
-        for (contest_id, delta) in std::mem::take(&mut self.deltas) {
+        for (contest_id, mut delta) in std::mem::take(&mut self.deltas) {
             let Some(state) = self.contests.get_mut(&contest_id) else {
                 continue;
             };
@@ -495,7 +495,7 @@ impl Pipeline {
                 .store
                 .contest_versions
                 .push((contest_id.clone(), state.version));
-            let mut ranks = Vec::with_capacity(delta.moved.len() + delta.new_entries.len());
+            let mut ranks = hot::rank_buffer(delta.moved.len() + delta.new_entries.len());
             for &Moved { index, .. } in &delta.moved {
                 ranks.push((
                     state.entries[index as usize].entry_id.clone(),
@@ -524,7 +524,7 @@ impl Pipeline {
                 name: state.record.name.clone(),
                 version: state.version,
                 total: state.total(),
-                ranks: ranks.into(),
+                ranks: std::sync::Arc::new(hot::RankBuffer::new(ranks)),
                 users,
                 teams,
                 squad: if delta.created {
@@ -547,6 +547,7 @@ impl Pipeline {
                 top: Some(top),
                 full: delta.created,
             });
+            state.give_back_moved(std::mem::take(&mut delta.moved));
         }
         for contest_id in finals {
             if let Some(state) = self.contests.get(&contest_id) {
@@ -668,14 +669,14 @@ fn full_update(state: &ContestState) -> ContestUpdate {
         name: state.record.name.clone(),
         version: state.version,
         total: state.total(),
-        ranks: std::sync::Arc::new(
+        ranks: std::sync::Arc::new(hot::RankBuffer::new(
             state
                 .entries
                 .iter()
                 .zip(&state.points)
                 .map(|(entry, points)| (entry.entry_id.clone(), *points))
                 .collect(),
-        ),
+        )),
         users: state
             .entries
             .iter()

@@ -123,6 +123,11 @@ pub struct ContestState {
     /// (a new entry's, each moved entry's old and new): the ones a change of
     /// the contest rewrites, gathered once per bucket rather than per entry.
     touched: HashSet<TeamPoints, foldhash::fast::RandomState>,
+    /// The last ball's list of moved entries, given back once used (see
+    /// [`ContestState::give_back_moved`]): the next ball fills the same
+    /// memory instead of growing a new list of millions of entries in
+    /// freshly faulted pages.
+    spare_moved: Vec<Moved>,
 }
 
 impl ContestState {
@@ -140,6 +145,16 @@ impl ContestState {
             table,
             kept_top: None,
             touched: HashSet::default(),
+            spare_moved: Vec::new(),
+        }
+    }
+
+    /// Returns a list [`ContestState::update_players`] gave out, for the next
+    /// ball to fill.
+    pub fn give_back_moved(&mut self, mut moved: Vec<Moved>) {
+        if moved.capacity() > self.spare_moved.capacity() {
+            moved.clear();
+            self.spare_moved = moved;
         }
     }
 
@@ -205,7 +220,8 @@ impl ContestState {
         }
         self.table = table;
         self.kept_top = None;
-        let mut moved = Vec::new();
+        let mut moved = std::mem::take(&mut self.spare_moved);
+        moved.clear();
         for (index, entry) in self.entries.iter().enumerate() {
             let now = entry.team.points(&self.table);
             let before = self.points[index];
@@ -410,6 +426,28 @@ mod tests {
             }
             assert!(added > 2_000, "{added}");
         }
+    }
+
+    #[test]
+    fn a_moved_list_given_back_is_filled_by_the_next_ball_from_empty() {
+        let mut state = contest(10);
+        state.add_entry(entry("e1", "a0")).unwrap();
+        state.add_entry(entry("e2", "a1")).unwrap();
+        let moved = state.update_players(|_| PlayerPoints(1));
+        assert_eq!(moved.len(), 2);
+        let memory = moved.as_ptr();
+        state.give_back_moved(moved);
+        let before = state.points.clone();
+        let moved = state.update_players(|name| PlayerPoints(if name == "a1" { 5 } else { 1 }));
+        assert_eq!(moved.as_ptr(), memory, "the same memory");
+        assert_eq!(
+            moved
+                .iter()
+                .map(|m| (m.index, m.before))
+                .collect::<Vec<_>>(),
+            vec![(0, before[0]), (1, before[1])],
+            "this ball's moves alone, each once"
+        );
     }
 
     #[test]

@@ -289,7 +289,14 @@ impl Pending {
     /// not clones (a contest rebuilt from the store) may both be written:
     /// oldest first, so that, each `ZADD` applying its members in order, the
     /// latest points win.
+    #[cfg(test)]
     fn conflated(&self) -> Vec<(&EntryId, TeamPoints)> {
+        self.conflated_with(&mut SeenIds::default())
+    }
+
+    /// [`Pending::conflated`] with the refresh's own set of ids seen, kept
+    /// between writes (cleared, not freed: at 10M entries it holds millions).
+    fn conflated_with(&self, seen: &mut SeenIds) -> Vec<(&EntryId, TeamPoints)> {
         match self.batches.as_slice() {
             [] => Vec::new(),
             [only] => only
@@ -298,8 +305,8 @@ impl Pending {
                 .collect(),
             batches => {
                 let largest = batches.iter().map(|moves| moves.len()).max().unwrap_or(0);
-                let mut seen: HashSet<usize, foldhash::fast::RandomState> =
-                    HashSet::with_capacity_and_hasher(largest, Default::default());
+                seen.clear();
+                seen.reserve(largest);
                 let mut latest = Vec::with_capacity(largest);
                 // Newest first: an entry's first sighting holds its latest points.
                 for moves in batches.iter().rev() {
@@ -310,11 +317,15 @@ impl Pending {
                     }
                 }
                 latest.reverse();
+                seen.clear();
                 latest
             }
         }
     }
 }
+
+/// The ids a conflation has seen, by the address of their text.
+type SeenIds = HashSet<usize, foldhash::fast::RandomState>;
 
 /// What the task does next.
 enum Step {
@@ -344,6 +355,7 @@ async fn run(
     let keys = contest_ranks_keys(&refresh.contest);
     let meta = contest_meta_key(&refresh.contest);
     let mut failures = 0_u32;
+    let mut seen = SeenIds::default();
     loop {
         let step = {
             let mut lacking = refresh.lock();
@@ -394,7 +406,7 @@ async fn run(
             } => {
                 no_ball_in_flight(&mut balls).await;
                 let started = Instant::now();
-                let members = entries.conflated();
+                let members = entries.conflated_with(&mut seen);
                 let written = write_and_switch(
                     &mut connection,
                     &refresh,
@@ -618,12 +630,12 @@ mod tests {
     use super::*;
 
     fn moves(pairs: &[(&str, i64)]) -> Moves {
-        Arc::new(
+        Arc::new(crate::RankBuffer::new(
             pairs
                 .iter()
                 .map(|(entry, points)| (EntryId::parse(entry).unwrap(), TeamPoints(*points)))
                 .collect(),
-        )
+        ))
     }
 
     /// What a sorted set holds once the conflated moves are written in
@@ -642,11 +654,11 @@ mod tests {
             .map(|i| EntryId::parse(&format!("e{i}")).unwrap())
             .collect();
         let ball = |points: i64, of: &[usize]| -> Moves {
-            Arc::new(
+            Arc::new(crate::RankBuffer::new(
                 of.iter()
                     .map(|&i| (ids[i].clone(), TeamPoints(points + i as i64)))
                     .collect(),
-            )
+            ))
         };
         let mut pending = Pending::default();
         pending.push(&ball(10, &[0, 1, 2]));

@@ -476,10 +476,73 @@ impl HotWriter {
     }
 }
 
-/// A contest update's new or moved entries. A `Vec` behind the `Arc`, not a
-/// slice: the update is built as a `Vec`, and turning it into an `Arc<[_]>`
-/// copied it (120 MB a ball at 10M entries, in freshly faulted pages).
-pub type Ranks = std::sync::Arc<Vec<(EntryId, TeamPoints)>>;
+/// A contest update's new or moved entries, shared (not copied) by the
+/// update and the background refresh of a large contest's sorted sets.
+pub type Ranks = std::sync::Arc<RankBuffer>;
+
+/// The entries of [`Ranks`]: a `Vec` whose memory is kept for the next
+/// update once the last holder lets go (see [`rank_buffer`]). A mega
+/// contest's ball moves millions of entries; building each ball's list in
+/// freshly allocated memory had the kernel fault in and zero about 120 MB
+/// a ball at 10M entries (glibc maps every block that large on its own and
+/// unmaps it when freed).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RankBuffer(Vec<(EntryId, TeamPoints)>);
+
+impl RankBuffer {
+    pub fn new(entries: Vec<(EntryId, TeamPoints)>) -> RankBuffer {
+        RankBuffer(entries)
+    }
+}
+
+impl std::ops::Deref for RankBuffer {
+    type Target = Vec<(EntryId, TeamPoints)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for RankBuffer {
+    fn drop(&mut self) {
+        let mut entries = std::mem::take(&mut self.0);
+        if entries.capacity() < SPARE_FROM {
+            return;
+        }
+        entries.clear();
+        let mut spare = SPARE_RANKS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(entries);
+        }
+    }
+}
+
+/// A buffer for at least `capacity` ranks: a spare one when one is large
+/// enough (its memory already faulted in), else a new one.
+pub fn rank_buffer(capacity: usize) -> Vec<(EntryId, TeamPoints)> {
+    if capacity >= SPARE_FROM {
+        let mut spare = SPARE_RANKS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(at) = spare
+            .iter()
+            .position(|buffer| buffer.capacity() >= capacity)
+        {
+            return spare.swap_remove(at);
+        }
+    }
+    Vec::with_capacity(capacity)
+}
+
+/// Spare rank buffers (see [`RankBuffer`]).
+static SPARE_RANKS: std::sync::Mutex<Vec<Vec<(EntryId, TeamPoints)>>> =
+    std::sync::Mutex::new(Vec::new());
+/// Buffers smaller than this many ranks are freed, not kept.
+const SPARE_FROM: usize = 1 << 16;
+/// Most spare buffers kept: a ball's, and those of the balls still queued
+/// for the refresh.
+const SPARE_BUFFERS: usize = 4;
 
 /// What [`HotWriter::write`] did besides writing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -769,6 +832,26 @@ fn notice_json(update: &ContestUpdate) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_rank_buffer_let_go_is_handed_to_the_next_update() {
+        let id = EntryId::parse("e1").unwrap();
+        let mut first = rank_buffer(SPARE_FROM);
+        first.push((id.clone(), TeamPoints(1)));
+        let memory = first.as_ptr();
+        let shared: Ranks = std::sync::Arc::new(RankBuffer::new(first));
+        let held = shared.clone();
+        drop(shared);
+        // Still held (by a refresh, say): nothing is given back yet.
+        assert_eq!(held.len(), 1);
+        drop(held);
+        let next = rank_buffer(SPARE_FROM);
+        assert_eq!(next.as_ptr(), memory, "the spare memory is reused");
+        assert!(next.is_empty(), "a spare buffer comes back empty");
+        // A small buffer is freed, not kept: asking for one allocates anew.
+        drop(RankBuffer::new(Vec::with_capacity(8)));
+        assert_eq!(rank_buffer(8).capacity(), 8);
+    }
 
     #[test]
     fn top_rows_round_trip_and_foreign_ones_are_refused() {
