@@ -479,7 +479,7 @@ impl Pipeline {
                 }
             }
         }
-        for (contest_id, mut delta) in std::mem::take(&mut self.deltas) {
+        for (contest_id, delta) in std::mem::take(&mut self.deltas) {
             let Some(state) = self.contests.get_mut(&contest_id) else {
                 continue;
             };
@@ -524,7 +524,7 @@ impl Pipeline {
                 name: state.record.name.clone(),
                 version: state.version,
                 total: state.total(),
-                ranks: std::sync::Arc::new(hot::RankBuffer::new(ranks)),
+                ranks: hot::RankBuffer::shared(ranks),
                 users,
                 teams,
                 squad: if delta.created {
@@ -547,7 +547,7 @@ impl Pipeline {
                 top: Some(top),
                 full: delta.created,
             });
-            state.give_back_moved(std::mem::take(&mut delta.moved));
+            state.give_back_moved(delta.moved);
         }
         for contest_id in finals {
             if let Some(state) = self.contests.get(&contest_id) {
@@ -669,14 +669,14 @@ fn full_update(state: &ContestState) -> ContestUpdate {
         name: state.record.name.clone(),
         version: state.version,
         total: state.total(),
-        ranks: std::sync::Arc::new(hot::RankBuffer::new(
+        ranks: hot::RankBuffer::shared(
             state
                 .entries
                 .iter()
                 .zip(&state.points)
                 .map(|(entry, points)| (entry.entry_id.clone(), *points))
                 .collect(),
-        )),
+        ),
         users: state
             .entries
             .iter()

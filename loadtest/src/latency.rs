@@ -196,7 +196,7 @@ pub async fn redis_bulk(args: RedisBulkArgs) -> anyhow::Result<()> {
         squad: Vec::new(),
         player_points: Vec::new(),
         histogram: Vec::new(),
-        ranks: std::sync::Arc::new(hot::RankBuffer::new(ranks)),
+        ranks: hot::RankBuffer::shared(ranks),
         top: None,
         full: true,
     };

@@ -151,9 +151,8 @@ impl ContestState {
 
     /// Returns a list [`ContestState::update_players`] gave out, for the next
     /// ball to fill.
-    pub fn give_back_moved(&mut self, mut moved: Vec<Moved>) {
+    pub fn give_back_moved(&mut self, moved: Vec<Moved>) {
         if moved.capacity() > self.spare_moved.capacity() {
-            moved.clear();
             self.spare_moved = moved;
         }
     }

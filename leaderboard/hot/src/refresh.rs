@@ -317,7 +317,6 @@ impl Pending {
                     }
                 }
                 latest.reverse();
-                seen.clear();
                 latest
             }
         }
@@ -630,12 +629,12 @@ mod tests {
     use super::*;
 
     fn moves(pairs: &[(&str, i64)]) -> Moves {
-        Arc::new(crate::RankBuffer::new(
+        crate::RankBuffer::shared(
             pairs
                 .iter()
                 .map(|(entry, points)| (EntryId::parse(entry).unwrap(), TeamPoints(*points)))
                 .collect(),
-        ))
+        )
     }
 
     /// What a sorted set holds once the conflated moves are written in
@@ -654,11 +653,11 @@ mod tests {
             .map(|i| EntryId::parse(&format!("e{i}")).unwrap())
             .collect();
         let ball = |points: i64, of: &[usize]| -> Moves {
-            Arc::new(crate::RankBuffer::new(
+            crate::RankBuffer::shared(
                 of.iter()
                     .map(|&i| (ids[i].clone(), TeamPoints(points + i as i64)))
                     .collect(),
-            ))
+            )
         };
         let mut pending = Pending::default();
         pending.push(&ball(10, &[0, 1, 2]));

@@ -486,12 +486,13 @@ pub type Ranks = std::sync::Arc<RankBuffer>;
 /// freshly allocated memory had the kernel fault in and zero about 120 MB
 /// a ball at 10M entries (glibc maps every block that large on its own and
 /// unmaps it when freed).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct RankBuffer(Vec<(EntryId, TeamPoints)>);
 
 impl RankBuffer {
-    pub fn new(entries: Vec<(EntryId, TeamPoints)>) -> RankBuffer {
-        RankBuffer(entries)
+    /// An update's ranks, built in a [`rank_buffer`] or any `Vec`.
+    pub fn shared(entries: Vec<(EntryId, TeamPoints)>) -> Ranks {
+        std::sync::Arc::new(RankBuffer(entries))
     }
 }
 
@@ -839,7 +840,7 @@ mod tests {
         let mut first = rank_buffer(SPARE_FROM);
         first.push((id.clone(), TeamPoints(1)));
         let memory = first.as_ptr();
-        let shared: Ranks = std::sync::Arc::new(RankBuffer::new(first));
+        let shared: Ranks = RankBuffer::shared(first);
         let held = shared.clone();
         drop(shared);
         // Still held (by a refresh, say): nothing is given back yet.
@@ -849,7 +850,7 @@ mod tests {
         assert_eq!(next.as_ptr(), memory, "the spare memory is reused");
         assert!(next.is_empty(), "a spare buffer comes back empty");
         // A small buffer is freed, not kept: asking for one allocates anew.
-        drop(RankBuffer::new(Vec::with_capacity(8)));
+        drop(RankBuffer::shared(Vec::with_capacity(8)));
         assert_eq!(rank_buffer(8).capacity(), 8);
     }
 

@@ -32,7 +32,7 @@ fn contest_update(contest: &str, points: &[TeamPoints], version: u64) -> Contest
             .iter()
             .map(|(e, _)| (e.clone(), UserId::parse(&format!("u-{e}")).unwrap()))
             .collect(),
-        ranks: std::sync::Arc::new(hot::RankBuffer::new(ranks)),
+        ranks: hot::RankBuffer::shared(ranks),
         histogram: histogram.into_iter().collect(),
         teams: Vec::new(),
         squad: Vec::new(),
@@ -238,7 +238,7 @@ fn change_update(
     let mut update = contest_update(contest, all, version);
     update.full = false;
     let ranks: Vec<(EntryId, TeamPoints)> = update.ranks[changed.clone()].to_vec();
-    update.ranks = std::sync::Arc::new(hot::RankBuffer::new(ranks));
+    update.ranks = hot::RankBuffer::shared(ranks);
     update.users.retain(|(entry, _)| {
         let index: usize = entry.as_str()[1..].parse().unwrap();
         index >= before.len() && changed.contains(&index)
