@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
+use crate::team_table::{ContestTeams, ContestTeamsBuilder};
 use crate::HotConnection;
 
 use leaderboard_core::ids::{ContestId, EntryId};
@@ -293,14 +296,25 @@ impl EntryFingerprint {
     }
 }
 
-/// Entry teams a node keeps: read from Redis once, validated, kept for good
-/// (bounded, S3-FIFO eviction); concurrent misses for one entry share a read.
+/// Entry teams a node keeps: read from Redis once, validated, kept for good.
+/// A large contest's teams, loaded in bulk ([`TeamCache::preload`]), are
+/// kept in one table of its own ([`ContestTeams`]: no lock, one cache line
+/// per lookup); every other team in a bounded `quick_cache` (S3-FIFO
+/// eviction), where concurrent misses for one entry share a read.
 #[derive(Debug, Clone)]
 pub struct TeamCache {
     connection: HotConnection,
     entries: Arc<quick_cache::sync::Cache<u128, EntryTeam>>,
     fingerprint: EntryFingerprint,
+    /// The contests' tables, replaced whole when one is added or dropped
+    /// (rare), so that readers never wait.
+    tables: Arc<arc_swap::ArcSwap<ContestTables>>,
+    /// The tables in the order they were added, and the teams they hold:
+    /// the oldest go first when the tables would hold more than `capacity`.
+    published: Arc<std::sync::Mutex<std::collections::VecDeque<(CompactString, usize)>>>,
 }
+
+type ContestTables = HashMap<CompactString, Arc<ContestTeams>>;
 
 impl TeamCache {
     pub fn new(connection: HotConnection, capacity: usize) -> TeamCache {
@@ -308,14 +322,44 @@ impl TeamCache {
             connection,
             entries: Arc::new(quick_cache::sync::Cache::new(capacity)),
             fingerprint: EntryFingerprint::new(),
+            tables: Default::default(),
+            published: Default::default(),
         }
+    }
+
+    /// The table of the contest's teams, if this node has loaded them in
+    /// bulk: a reader may keep it and look entries up in it
+    /// ([`TeamCache::cached_in`]) for as long as it likes (teams never change).
+    pub fn contest_teams(&self, contest_id: &str) -> Option<Arc<ContestTeams>> {
+        self.tables.load().get(contest_id).cloned()
     }
 
     /// The entry's team if this node holds it: no Redis, no waiting. The
     /// ids are the request's text (checked or not: an invalid id is simply
     /// never cached).
     pub fn cached(&self, contest_id: &str, entry_id: &str) -> Option<EntryTeam> {
-        self.entries.get(&self.fingerprint.of(contest_id, entry_id))
+        let tables = self.tables.load();
+        self.cached_in(
+            tables.get(contest_id).map(|teams| &**teams),
+            contest_id,
+            entry_id,
+        )
+    }
+
+    /// As [`TeamCache::cached`], with the contest's table (from
+    /// [`TeamCache::contest_teams`]) already at hand.
+    #[inline]
+    pub fn cached_in(
+        &self,
+        teams: Option<&ContestTeams>,
+        contest_id: &str,
+        entry_id: &str,
+    ) -> Option<EntryTeam> {
+        let key = self.fingerprint.of(contest_id, entry_id);
+        if let Some(team) = teams.and_then(|teams| teams.get(key)) {
+            return Some(team);
+        }
+        self.entries.get(&key)
     }
 
     /// The entry's team; `on_miss` is called once per read from Redis.
@@ -325,10 +369,10 @@ impl TeamCache {
         entry_id: &EntryId,
         on_miss: impl FnOnce(),
     ) -> Result<EntryTeam, ReadError> {
-        let key = self.fingerprint.of(contest_id.as_str(), entry_id.as_str());
-        if let Some(hit) = self.entries.get(&key) {
+        if let Some(hit) = self.cached(contest_id.as_str(), entry_id.as_str()) {
             return Ok(hit);
         }
+        let key = self.fingerprint.of(contest_id.as_str(), entry_id.as_str());
         self.entries
             .get_or_insert_async(&key, async {
                 on_miss();
@@ -353,54 +397,83 @@ impl TeamCache {
             .await
     }
 
-    /// Loads every team of `contest_id` into the cache in bulk, so that a
-    /// cold node stops paying one round trip per entry's first read: first
-    /// from the contest's roster ([`crate::contest_roster_keys`]: `GETRANGE`
-    /// pages of [`ROSTER_PAGE`] bytes, about 5 MB per 100K entries); then,
-    /// if the roster held fewer than `expected` entries (a contest written
-    /// before rosters were), by pages of `HSCAN` over its teams, each with
-    /// one `HMGET` of the same entries' users. Records that do not parse
-    /// are left to the per-entry read, which reports them. `on_page` is
-    /// called for each page read. Returns the teams it loaded.
+    /// Loads every team of `contest_id` in bulk into a table of its own
+    /// ([`ContestTeams`]), so that a cold node stops paying one round trip
+    /// per entry's first read: first from the contest's roster
+    /// ([`crate::contest_roster_keys`]: `GETRANGE` pages of [`ROSTER_PAGE`]
+    /// bytes, about 5 MB per 100K entries, the next page read while the
+    /// last is decoded); then, if the roster held fewer than `expected`
+    /// entries (a contest written before rosters were), by pages of `HSCAN`
+    /// over its teams, each with one `HMGET` of the same entries' users.
+    /// The table is in use once this returns. Records that do not parse are
+    /// left to the per-entry read, which reports them. `on_page` is called
+    /// for each page read. Returns the teams it loaded.
     pub async fn preload(
         &self,
         contest_id: &ContestId,
         expected: u64,
         on_page: impl Fn(),
     ) -> Result<u64, ReadError> {
-        // Room for the whole contest at once: growing the cache's tables
-        // entry by entry would copy them and fault in fresh pages again and again.
-        self.entries.reserve(
-            usize::try_from(expected)
-                .unwrap_or(usize::MAX)
-                .min(self.entries.capacity() as usize),
-        );
-        let mut loaded = 0_u64;
+        // Room for the whole contest at once: growing the table on the way
+        // would copy it and fault in fresh pages again.
+        let mut teams = ContestTeamsBuilder::with_room(expected);
         for key in crate::contest_roster_keys(contest_id) {
-            loaded += self
-                .preload_roster_shard(contest_id, &key, &on_page)
+            teams = self
+                .preload_roster_shard(contest_id, &key, teams, &on_page)
                 .await?;
         }
-        if loaded >= expected {
-            return Ok(loaded);
+        if (teams.len() as u64) < expected {
+            teams = self.preload_by_scan(contest_id, teams, &on_page).await?;
         }
-        Ok(loaded + self.preload_by_scan(contest_id, &on_page).await?)
+        let loaded = teams.len() as u64;
+        let cache = self.clone();
+        let contest = contest_id.clone();
+        // Dropping a table it replaces frees its pages: not on the event loop.
+        tokio::task::spawn_blocking(move || cache.publish(&contest, teams.finish()))
+            .await
+            .map_err(|error| ReadError::Backend(format!("team table stopped: {error}")))?;
+        Ok(loaded)
+    }
+
+    /// Puts `teams` in use for `contest_id`, dropping the oldest tables
+    /// while all of them would hold more than the cache's capacity.
+    fn publish(&self, contest_id: &ContestId, teams: ContestTeams) {
+        let mut published = self.published.lock().expect("not poisoned");
+        let mut tables: ContestTables = (**self.tables.load()).clone();
+        let contest: CompactString = contest_id.as_str().into();
+        published.retain(|(id, _)| *id != contest);
+        published.push_back((contest.clone(), teams.len()));
+        tables.insert(contest, Arc::new(teams));
+        let capacity = usize::try_from(self.capacity()).unwrap_or(usize::MAX);
+        while published.iter().map(|(_, held)| held).sum::<usize>() > capacity
+            && published.len() > 1
+        {
+            if let Some((oldest, _)) = published.pop_front() {
+                tables.remove(&oldest);
+            }
+        }
+        self.tables.store(Arc::new(tables));
     }
 
     /// One roster shard, page by page; each page is decoded on a blocking
-    /// thread, not on the event loop that serves requests. Returns the
-    /// valid records it loaded.
+    /// thread, not on the event loop that serves requests, while the next
+    /// is read. Returns `teams` with the shard's valid records added.
     async fn preload_roster_shard(
         &self,
         contest_id: &ContestId,
         key: &str,
+        teams: ContestTeamsBuilder,
         on_page: &impl Fn(),
-    ) -> Result<u64, ReadError> {
+    ) -> Result<ContestTeamsBuilder, ReadError> {
+        let stopped = |error: tokio::task::JoinError| {
+            ReadError::Backend(format!("roster decoding stopped: {error}"))
+        };
         let mut connection = self.connection.clone();
-        let mut loaded = 0_u64;
         let mut offset = 0_usize;
-        // The bytes of a record cut by the end of the previous page.
-        let mut carried: Vec<u8> = Vec::new();
+        // The table and the bytes of a record cut by the end of the previous
+        // page: here, or with the page being decoded.
+        let mut held = Some((teams, Vec::new()));
+        let mut decoding: Option<tokio::task::JoinHandle<(ContestTeamsBuilder, Vec<u8>)>> = None;
         loop {
             on_page();
             let page: Vec<u8> = redis::cmd("GETRANGE")
@@ -413,39 +486,41 @@ impl TeamCache {
             // A record without its newline at the end is no record a writer
             // wrote: the last page leaves it out.
             let last = page.len() < ROSTER_PAGE;
+            if let Some(previous) = decoding.take() {
+                held = Some(previous.await.map_err(stopped)?);
+            }
+            let (mut teams, carried) = held.take().expect("held or being decoded");
             let cache = self.clone();
             let contest = contest_id.clone();
-            let (page_loaded, rest) = tokio::task::spawn_blocking(move || {
-                cache.load_roster_page(&contest, carried, &page)
-            })
-            .await
-            .map_err(|error| ReadError::Backend(format!("roster decoding stopped: {error}")))?;
-            loaded += page_loaded;
-            carried = rest;
+            let decode = tokio::task::spawn_blocking(move || {
+                let rest = cache.load_roster_page(&mut teams, &contest, carried, &page);
+                (teams, rest)
+            });
             if last {
-                return Ok(loaded);
+                return Ok(decode.await.map_err(stopped)?.0);
             }
+            decoding = Some(decode);
         }
     }
 
     /// Loads the complete records of `carried` followed by `page`; returns
-    /// how many it loaded and the bytes of the record the page cut.
+    /// the bytes of the record the page cut.
     fn load_roster_page(
         &self,
+        teams: &mut ContestTeamsBuilder,
         contest_id: &ContestId,
         mut carried: Vec<u8>,
         page: &[u8],
-    ) -> (u64, Vec<u8>) {
-        let mut loaded = 0;
+    ) -> Vec<u8> {
         let mut rest = page;
         if !carried.is_empty() {
             let Some(end) = rest.iter().position(|&byte| byte == b'\n') else {
                 carried.extend_from_slice(rest);
-                return (0, carried);
+                return carried;
             };
             carried.extend_from_slice(&rest[..end]);
             rest = &rest[end + 1..];
-            loaded += u64::from(self.load_roster_record(contest_id, &carried));
+            self.load_roster_record(teams, contest_id, &carried);
             carried.clear();
         }
         let complete = rest
@@ -453,44 +528,58 @@ impl TeamCache {
             .rposition(|&byte| byte == b'\n')
             .map_or(0, |end| end + 1);
         for record in rest[..complete].split(|&byte| byte == b'\n') {
-            loaded += u64::from(self.load_roster_record(contest_id, record));
+            self.load_roster_record(teams, contest_id, record);
         }
         carried.extend_from_slice(&rest[complete..]);
-        (loaded, carried)
+        carried
     }
 
-    /// Caches one record's team; false when it does not parse.
-    fn load_roster_record(&self, contest_id: &ContestId, record: &[u8]) -> bool {
+    /// Keeps one record's team; false when it does not parse.
+    fn load_roster_record(
+        &self,
+        teams: &mut ContestTeamsBuilder,
+        contest_id: &ContestId,
+        record: &[u8],
+    ) -> bool {
         std::str::from_utf8(record)
             .ok()
             .and_then(crate::split_roster_record)
-            .is_some_and(|(entry, user, team)| self.keep_team(contest_id, entry, user, team))
+            .is_some_and(|(entry, user, team)| self.keep_team(teams, contest_id, entry, user, team))
     }
 
-    /// Caches an entry's team as Redis holds it; false when it does not
-    /// parse. Teams never change, so keeping an entry already cached
-    /// rewrites the same team.
-    fn keep_team(&self, contest_id: &ContestId, entry: &str, user: &str, team: &str) -> bool {
+    /// Keeps an entry's team as Redis holds it in `teams` (or, should it
+    /// not fit there, in the general cache); false when it does not parse.
+    /// Teams never change, so keeping an entry again rewrites the same team.
+    fn keep_team(
+        &self,
+        teams: &mut ContestTeamsBuilder,
+        contest_id: &ContestId,
+        entry: &str,
+        user: &str,
+        team: &str,
+    ) -> bool {
         let (Ok(()), Some(team)) = (EntryId::check(entry), EntryTeam::decode(user, team)) else {
             return false;
         };
-        self.entries
-            .insert(self.fingerprint.of(contest_id.as_str(), entry), team);
+        let key = self.fingerprint.of(contest_id.as_str(), entry);
+        if !teams.insert(key, &team) {
+            self.entries.insert(key, team);
+        }
         true
     }
 
     /// The bulk load from the teams and users hashes, for a contest whose
-    /// roster is missing entries.
+    /// roster is missing entries: adds to `teams` those it does not hold.
     async fn preload_by_scan(
         &self,
         contest_id: &ContestId,
+        mut teams: ContestTeamsBuilder,
         on_page: &impl Fn(),
-    ) -> Result<u64, ReadError> {
+    ) -> Result<ContestTeamsBuilder, ReadError> {
         let mut connection = self.connection.clone();
         let teams_key = contest_teams_key(contest_id);
         let users_key = contest_users_key(contest_id);
         let mut cursor = 0_u64;
-        let mut loaded = 0_u64;
         loop {
             on_page();
             let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
@@ -508,19 +597,14 @@ impl TeamCache {
                     .query_async(&mut connection)
                     .await?;
                 for ((entry, team), user) in page.iter().zip(users) {
-                    let cached = self
-                        .entries
-                        .get(&self.fingerprint.of(contest_id.as_str(), entry))
-                        .is_some();
-                    if !cached
-                        && user.is_some_and(|user| self.keep_team(contest_id, entry, &user, team))
-                    {
-                        loaded += 1;
+                    let key = self.fingerprint.of(contest_id.as_str(), entry);
+                    if let (false, Some(user)) = (teams.contains(key), user) {
+                        self.keep_team(&mut teams, contest_id, entry, &user, team);
                     }
                 }
             }
             if next == 0 {
-                return Ok(loaded);
+                return Ok(teams);
             }
             cursor = next;
         }

@@ -80,7 +80,8 @@ pub struct NodeCache {
     connection: HotConnection,
     contests: Cache<ContestId, Arc<ContestSnapshot>>,
     /// Entry teams never change and are read on every my-rank request, so
-    /// they live in `quick_cache` (a sharded map with S3-FIFO eviction, no
+    /// a bulk-loaded contest's live in a lock-free table of its own, and
+    /// the rest in `quick_cache` (a sharded map with S3-FIFO eviction, no
     /// per-read bookkeeping queue), keyed by a fingerprint of the ids.
     entries: TeamCache,
     /// (contest, ranks version, from the store, offset, limit)
@@ -102,7 +103,7 @@ pub struct NodeCache {
     /// its teams in the background ([`TeamCache::preload`]); smaller ones are
     /// read entry by entry as they are asked for. 0: never.
     preload_from: u64,
-    /// Moves whenever a contest snapshot is dropped (see [`NodeCache::with_contest_now`]).
+    /// Moves whenever a contest snapshot is dropped (see [`NodeCache::with_entry_now`]).
     generation: Arc<AtomicU64>,
     /// This node among the caches of the process (its clones share it).
     node: u64,
@@ -130,6 +131,9 @@ type FrontSnapshots = std::collections::HashMap<Box<str>, FrontContest>;
 /// thread also sends would touch their shared reference count every time).
 struct FrontContest {
     snapshot: Arc<ContestSnapshot>,
+    /// The contest's teams if the node has loaded them in bulk when the
+    /// copy was taken (a load that ends later moves the generation).
+    teams: Option<Arc<hot::ContestTeams>>,
     /// By (offset, limit).
     pages: std::collections::HashMap<(usize, usize), bytes::Bytes>,
 }
@@ -246,16 +250,22 @@ impl NodeCache {
         })
     }
 
-    /// Runs `answer` on the contest's snapshot if this thread already holds a
-    /// good copy of it: no waiting, no Redis (see [`FrontCopies`]). `None`
-    /// when it holds none; the caller then takes the async path, and
-    /// [`NodeCache::contest`] leaves a copy for the next request.
-    pub fn with_contest_now<T>(
+    /// Runs `answer` on the contest's snapshot and the entry's team if this
+    /// thread holds a good copy of the one and the node holds the other: no
+    /// waiting, no Redis. The ids are the request's text (checked or not: an
+    /// invalid id is simply never cached).
+    pub fn with_entry_now<T>(
         &self,
         contest_id: &str,
-        answer: impl FnOnce(&ContestSnapshot) -> Option<T>,
+        entry_id: &str,
+        answer: impl FnOnce(&ContestSnapshot, &EntryTeam) -> Option<T>,
     ) -> Option<T> {
-        self.with_front_copy(contest_id, |copy| answer(&copy.snapshot))
+        self.with_front_copy(contest_id, |copy| {
+            let team = self
+                .entries
+                .cached_in(copy.teams.as_deref(), contest_id, entry_id)?;
+            answer(&copy.snapshot, &team)
+        })
     }
 
     /// The page this thread served last from its copy of the contest's
@@ -322,6 +332,7 @@ impl NodeCache {
                         snapshot.contest_id.as_str().into(),
                         FrontContest {
                             snapshot: snapshot.clone(),
+                            teams: self.entries.contest_teams(snapshot.contest_id.as_str()),
                             pages: Default::default(),
                         },
                     );
@@ -334,11 +345,6 @@ impl NodeCache {
     /// invalidation of the shared cache.
     fn bump_generation(&self) {
         self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// The entry's team if this node holds it (no Redis, no waiting).
-    pub fn entry_now(&self, contest_id: &str, entry_id: &str) -> Option<EntryTeam> {
-        self.entries.cached(contest_id, entry_id)
     }
 
     /// The node's Redis connection (shared, multiplexed).
@@ -451,6 +457,8 @@ impl NodeCache {
                 .await
             {
                 Ok(loaded) => {
+                    // The threads' copies retake the contest with its table.
+                    cache.bump_generation();
                     cache.teams_preloaded.fetch_add(loaded, Ordering::Relaxed);
                     tracing::info!(
                         contest = %contest_id,

@@ -484,11 +484,10 @@ pub(crate) async fn entry_rank_of(
         // contest's snapshot and the entry's cached team. The ids need no
         // check here: only valid ones are ever cached.
         let cache = &state.cache;
-        let answered = cache.with_contest_now(contest, |snapshot| {
+        let answered = cache.with_entry_now(contest, entry, |snapshot, team| {
             if snapshot.stored_info().is_some() {
                 return None;
             }
-            let team = cache.entry_now(contest, entry)?;
             let (points, rank) = snapshot.score(entry, &team.team).ok()?;
             Some(entry_rank_json(
                 contest,
