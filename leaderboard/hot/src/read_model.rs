@@ -355,7 +355,11 @@ impl TeamCache {
         contest_id: &str,
         entry_id: &str,
     ) -> Option<EntryTeam> {
-        let key = self.fingerprint.of(contest_id, entry_id);
+        self.lookup(teams, self.fingerprint.of(contest_id, entry_id))
+    }
+
+    /// The team under `key`: in the contest's table, else in the general cache.
+    fn lookup(&self, teams: Option<&ContestTeams>, key: u128) -> Option<EntryTeam> {
         if let Some(team) = teams.and_then(|teams| teams.get(key)) {
             return Some(team);
         }
@@ -369,10 +373,11 @@ impl TeamCache {
         entry_id: &EntryId,
         on_miss: impl FnOnce(),
     ) -> Result<EntryTeam, ReadError> {
-        if let Some(hit) = self.cached(contest_id.as_str(), entry_id.as_str()) {
+        let key = self.fingerprint.of(contest_id.as_str(), entry_id.as_str());
+        let tables = self.tables.load();
+        if let Some(hit) = self.lookup(tables.get(contest_id.as_str()).map(|teams| &**teams), key) {
             return Ok(hit);
         }
-        let key = self.fingerprint.of(contest_id.as_str(), entry_id.as_str());
         self.entries
             .get_or_insert_async(&key, async {
                 on_miss();
@@ -445,11 +450,11 @@ impl TeamCache {
         published.push_back((contest.clone(), teams.len()));
         tables.insert(contest, Arc::new(teams));
         let capacity = usize::try_from(self.capacity()).unwrap_or(usize::MAX);
-        while published.iter().map(|(_, held)| held).sum::<usize>() > capacity
-            && published.len() > 1
-        {
-            if let Some((oldest, _)) = published.pop_front() {
+        let mut held: usize = published.iter().map(|(_, teams)| teams).sum();
+        while held > capacity && published.len() > 1 {
+            if let Some((oldest, teams)) = published.pop_front() {
                 tables.remove(&oldest);
+                held -= teams;
             }
         }
         self.tables.store(Arc::new(tables));
